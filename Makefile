@@ -1,0 +1,48 @@
+# Interaction Logger — developer commands. `make` alone lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+# nextest runs test binaries in parallel processes and reports clearly; plain cargo test is
+# the fallback where it is not installed. Doc tests run separately (nextest does not run them).
+NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
+
+.PHONY: help
+help: ## List every target
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: services
+services: ## Make sure PostgreSQL and RabbitMQ are running (starts them if installed)
+	@scripts/ensure-services.sh
+
+.PHONY: test
+test: services ## Run every test of the workspace (starts PostgreSQL and RabbitMQ first)
+ifeq ($(NEXTEST),yes)
+	$(CARGO) nextest run --workspace --locked --no-fail-fast
+else
+	$(CARGO) test --workspace --locked --no-fail-fast --lib --bins --tests
+endif
+	$(CARGO) test --workspace --locked --doc
+
+.PHONY: lint
+lint: ## rustfmt check + clippy with -D warnings
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+.PHONY: bench-core
+bench-core: ## Parse + normalize throughput of interaction-core (one core, ~10 s)
+	$(CARGO) bench --locked -p interaction-core --bench normalize
+
+.PHONY: run
+run: ## Start the whole pipeline locally (arrives with ingest-api and forwarder)
+	@echo "make run: the ingest-api and forwarder binaries are not built yet (issues 3-5)." >&2
+	@echo "Today the workspace holds interaction-core only: try 'make test' or 'make bench-core'." >&2
+	@exit 1
+
+.PHONY: clean
+clean: ## Remove build output
+	$(CARGO) clean
