@@ -17,12 +17,12 @@ services: ## Make sure PostgreSQL and RabbitMQ are running (starts them if insta
 
 .PHONY: test
 test: services ## Run every test of the workspace (starts PostgreSQL and RabbitMQ first)
+	$(CARGO) test --workspace --locked --doc
 ifeq ($(NEXTEST),yes)
 	$(CARGO) nextest run --workspace --locked --no-fail-fast
 else
 	$(CARGO) test --workspace --locked --no-fail-fast --lib --bins --tests
 endif
-	$(CARGO) test --workspace --locked --doc
 
 .PHONY: lint
 lint: ## rustfmt check + clippy with -D warnings
