@@ -1,0 +1,73 @@
+//! A throw-away database per test: created with a unique name, migrated, and dropped again
+//! when the guard goes out of scope, so tests run in parallel on the machine's shared server.
+#![allow(clippy::expect_used)] // test support: a failure to set up is a failed test
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+use crate::{Store, StoreConfig};
+
+/// The server tests use: `TEST_DATABASE_URL`, or the local PostgreSQL's `postgres` database.
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A database that exists for as long as this value does.
+#[derive(Debug)]
+pub struct TestDatabase {
+    /// Its name.
+    pub name: String,
+    /// A URL to connect to it.
+    pub url: String,
+}
+
+impl TestDatabase {
+    /// Creates an empty database (no migrations applied).
+    pub async fn create() -> Self {
+        let admin = admin_url();
+        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = AsyncPgConnection::establish(&admin)
+            .await
+            .expect("connect to the test PostgreSQL server (is it running? `make services`)");
+        diesel::sql_query(format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await
+            .expect("create the test database");
+        let (base, _) = admin.rsplit_once('/').expect("a database URL");
+        let url = format!("{base}/{name}");
+        Self { name, url }
+    }
+
+    /// Creates a database, applies the migrations, and returns it with a store on it.
+    pub async fn migrated() -> (Self, Store) {
+        let db = Self::create().await;
+        let store = Store::new(&StoreConfig::new(db.url.clone())).expect("build the pool");
+        store.migrate().await.expect("apply migrations");
+        (db, store)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside any async context we could await in; use a thread with its own
+        // runtime. FORCE ends the connections pools still hold.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut conn = AsyncPgConnection::establish(&admin_url()).await.ok()?;
+                diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            log::warn!("could not drop test database {}", self.name);
+        }
+    }
+}

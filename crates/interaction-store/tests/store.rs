@@ -1,0 +1,290 @@
+//! interaction-store against the real PostgreSQL: each test in its own database.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use chrono::DateTime;
+use interaction_core::{Device, Event, Interaction, InteractionType, Setting};
+use interaction_store::testing::TestDatabase;
+use interaction_store::{Store, StoreConfig};
+
+fn event(n: usize, event_id: Option<&str>) -> Event {
+    Event {
+        interaction: Interaction {
+            timestamp: DateTime::parse_from_rfc3339("2025-07-09T10:15:00.123456Z")
+                .unwrap()
+                .to_utc()
+                + chrono::TimeDelta::seconds(n as i64),
+            subscriber: format!("user_{n}"),
+            asset_id: format!("asset_{n}"),
+            interaction: InteractionType::ALL[n % InteractionType::ALL.len()],
+            rating_equivalent: -1.0 + (n % 9) as f64 * 0.25,
+            comment: n.is_multiple_of(2).then(|| format!("comment\nline {n} ✓")),
+            context_id: n.is_multiple_of(3).then(|| "ctx".to_owned()),
+            setting: Setting {
+                device: Device::ALL[n % 3],
+            },
+        },
+        event_id: event_id.map(str::to_owned),
+    }
+}
+
+#[tokio::test]
+async fn migrations_apply_once_and_then_have_nothing_to_do() {
+    let db = TestDatabase::create().await;
+    let store = Store::new(&StoreConfig::new(db.url.clone())).unwrap();
+    let applied = store.migrate().await.unwrap();
+    assert_eq!(applied.len(), 1, "{applied:?}");
+    assert!(store.migrate().await.unwrap().is_empty());
+    assert_eq!(store.pending_event_count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_chunk_is_stored_exactly_and_counts_as_pending() {
+    let (_db, store) = TestDatabase::migrated().await;
+    let events: Vec<Event> = (0..10).map(|n| event(n, None)).collect();
+    let refs: Vec<&Event> = events.iter().collect();
+    let result = store.insert_chunks(&[("acme", refs)]).await.unwrap();
+    assert_eq!(result.len(), 1);
+    assert_eq!(result[0].inserted, 10);
+    let chunk_id = result[0].chunk_id.expect("a chunk");
+    assert!(result[0].inserted_ids.is_empty());
+
+    let rows = store.chunk_events(chunk_id).await.unwrap();
+    let back: Vec<Event> = rows.iter().map(|r| r.to_event().unwrap()).collect();
+    assert_eq!(
+        back, events,
+        "every field, including sub-second timestamps and unicode"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r.tenant == "acme" && r.chunk_id == chunk_id)
+    );
+    assert_eq!(
+        store.chunk_state(chunk_id).await.unwrap().as_deref(),
+        Some("pending")
+    );
+    assert_eq!(store.pending_event_count().await.unwrap(), 10);
+    assert_eq!(store.unpublished_chunk_count().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn event_ids_are_unique_per_tenant_across_and_within_chunks() {
+    let (_db, store) = TestDatabase::migrated().await;
+    let first = [event(1, Some("a")), event(2, Some("b")), event(3, None)];
+    let r = store
+        .insert_chunks(&[("acme", first.iter().collect())])
+        .await
+        .unwrap();
+    assert_eq!(r[0].inserted, 3);
+    let mut ids = r[0].inserted_ids.clone();
+    ids.sort();
+    assert_eq!(ids, ["a", "b"]);
+
+    // "a" again (stored), "c" twice (within the chunk), no id twice (never a duplicate),
+    // and "a" for another tenant (a different key space).
+    let second = [
+        event(4, Some("a")),
+        event(5, Some("c")),
+        event(6, Some("c")),
+        event(7, None),
+        event(8, None),
+    ];
+    let other = [event(9, Some("a"))];
+    let r = store
+        .insert_chunks(&[
+            ("acme", second.iter().collect()),
+            ("globex", other.iter().collect()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        (r[0].inserted, r[0].inserted_ids.clone()),
+        (3, vec!["c".to_owned()])
+    );
+    assert_eq!(
+        (r[1].inserted, r[1].inserted_ids.clone()),
+        (1, vec!["a".to_owned()])
+    );
+    let rows = store.chunk_events(r[0].chunk_id.unwrap()).await.unwrap();
+    assert_eq!(
+        rows[0].subscriber, "user_5",
+        "the first of the repeated ids is kept"
+    );
+    assert_eq!(store.pending_event_count().await.unwrap(), 3 + 3 + 1);
+}
+
+#[tokio::test]
+async fn a_chunk_of_only_duplicates_writes_no_chunk() {
+    let (_db, store) = TestDatabase::migrated().await;
+    let once = [event(1, Some("x"))];
+    store
+        .insert_chunks(&[("t", once.iter().collect())])
+        .await
+        .unwrap();
+    let r = store
+        .insert_chunks(&[("t", once.iter().collect())])
+        .await
+        .unwrap();
+    assert_eq!((r[0].chunk_id, r[0].inserted), (None, 0));
+    assert_eq!(store.unpublished_chunk_count().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_thousand_events_with_long_fields_fit_one_statement() {
+    let (_db, store) = TestDatabase::migrated().await;
+    let events: Vec<Event> = (0..1000)
+        .map(|n| {
+            let mut e = event(n, Some(&format!("id-{n:0>120}")));
+            e.interaction.comment = Some("c".repeat(1024));
+            e.interaction.subscriber = "s".repeat(256);
+            e
+        })
+        .collect();
+    let r = store
+        .insert_chunks(&[("big", events.iter().collect())])
+        .await
+        .unwrap();
+    assert_eq!(r[0].inserted, 1000);
+    assert_eq!(
+        store
+            .chunk_events(r[0].chunk_id.unwrap())
+            .await
+            .unwrap()
+            .len(),
+        1000
+    );
+}
+
+#[tokio::test]
+async fn a_failed_group_rolls_back_the_whole_transaction() {
+    let (_db, store) = TestDatabase::migrated().await;
+    let good = [event(1, None)];
+    let empty: Vec<&Event> = Vec::new();
+    // An empty group writes no chunk but is no error; a NUL byte in text is refused by
+    // PostgreSQL and must undo the first group too.
+    let mut bad = event(2, None);
+    bad.interaction.subscriber = "nul\0byte".to_owned();
+    let result = store
+        .insert_chunks(&[
+            ("t", good.iter().collect()),
+            ("t", empty),
+            ("t", vec![&bad]),
+        ])
+        .await;
+    assert!(result.is_err());
+    assert_eq!(store.pending_event_count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn the_relay_claims_old_unpublished_chunks_once_per_lease() {
+    let (_db, store) = TestDatabase::migrated().await;
+    let events = [event(1, None), event(2, Some("k"))];
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let r = store
+            .insert_chunks(&[("t", events.iter().collect())])
+            .await
+            .unwrap();
+        ids.push(r[0].chunk_id.unwrap());
+    }
+    // Too young to claim.
+    let young = store
+        .claim_unpublished(Duration::from_secs(60), Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    assert!(young.is_empty());
+
+    store.mark_published(&ids[1..2]).await.unwrap();
+    let claimed = store
+        .claim_unpublished(Duration::ZERO, Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    let claimed_ids: Vec<i64> = claimed.iter().map(|c| c.chunk_id).collect();
+    assert_eq!(claimed_ids, [ids[0], ids[2]]);
+    assert_eq!(claimed[0].tenant, "t");
+    assert_eq!(claimed[0].events, events.to_vec());
+
+    // Leased: nobody else gets them until the lease passes.
+    let again = store
+        .claim_unpublished(Duration::ZERO, Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+
+    // A short lease expires and the chunk can be claimed again (the relay crashed).
+    store.mark_published(&ids[..1]).await.unwrap();
+    let r = store
+        .insert_chunks(&[("t", vec![&events[0]])])
+        .await
+        .unwrap();
+    let short = store
+        .claim_unpublished(Duration::ZERO, Duration::from_millis(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(short.len(), 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let reclaimed = store
+        .claim_unpublished(Duration::ZERO, Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    let reclaimed_ids: Vec<i64> = reclaimed.iter().map(|c| c.chunk_id).collect();
+    assert_eq!(reclaimed_ids, [r[0].chunk_id.unwrap()]);
+
+    // Published chunks are still pending forwarding. Event "k" was stored once only.
+    assert_eq!(store.pending_event_count().await.unwrap(), 2 + 1 + 1 + 1);
+}
+
+#[tokio::test]
+async fn concurrent_relays_never_claim_the_same_chunk() {
+    let (_db, store) = TestDatabase::migrated().await;
+    let events = [event(1, None)];
+    for _ in 0..40 {
+        store
+            .insert_chunks(&[("t", events.iter().collect())])
+            .await
+            .unwrap();
+    }
+    let claim = || {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = store
+                    .claim_unpublished(Duration::ZERO, Duration::from_secs(60), 3)
+                    .await
+                    .unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch.into_iter().map(|c| c.chunk_id));
+            }
+        })
+    };
+    let (a, b) = (claim(), claim());
+    let (mut a, b) = (a.await.unwrap(), b.await.unwrap());
+    a.extend(b);
+    let total = a.len();
+    a.sort();
+    a.dedup();
+    assert_eq!((total, a.len()), (40, 40));
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_reported_as_unavailable_quickly() {
+    let mut config = StoreConfig::new("postgres://postgres@127.0.0.1:1/nowhere");
+    config.acquire_timeout = Duration::from_millis(500);
+    let store = Store::new(&config).unwrap();
+    let started = Instant::now();
+    let error = store
+        .insert_chunks(&[("t", vec![&event(1, None)])])
+        .await
+        .unwrap_err();
+    assert!(error.is_unavailable(), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(store.ping().await.unwrap_err().is_unavailable());
+    assert!(
+        !format!("{store:?}").contains("127.0.0.1"),
+        "no URL in Debug output"
+    );
+}
