@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, SubsecRound as _, TimeDelta, Utc};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
@@ -194,7 +194,9 @@ impl<'a> Normalizer<'a> {
             Some(other) => return wrong_kind(FIELD, other.kind(), "an RFC 3339 string", error),
         };
         let parsed = match DateTime::parse_from_rfc3339(text) {
-            Ok(ts) => ts.with_timezone(&Utc),
+            // Microseconds: the precision PostgreSQL stores, so an event reads back from the
+            // database exactly as it was accepted.
+            Ok(ts) => ts.with_timezone(&Utc).trunc_subsecs(6),
             Err(_) => {
                 error(
                     FIELD,

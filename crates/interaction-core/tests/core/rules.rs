@@ -382,6 +382,11 @@ fn timestamps_are_rfc3339_with_an_offset_and_normalized_to_utc() {
             Accept(json!({"timestamp": "2025-07-09T10:15:00.123Z"})),
         ),
         (
+            "kept to the microsecond, like PostgreSQL",
+            with(json!({"timestamp": "2025-07-09T10:15:00.123456789Z"}), &[]),
+            Accept(json!({"timestamp": "2025-07-09T10:15:00.123456Z"})),
+        ),
+        (
             "offset crossing midnight",
             with(json!({"timestamp": "2025-07-09T01:00:00+05:00"}), &[]),
             Accept(json!({"timestamp": "2025-07-08T20:00:00Z"})),
