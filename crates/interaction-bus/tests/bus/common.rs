@@ -19,7 +19,12 @@ use std::{
     time::Duration,
 };
 use tokio::{
-    net::{TcpListener, TcpStream},
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{
+        TcpListener, TcpStream,
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+    },
+    sync::watch,
     task::JoinHandle,
 };
 
@@ -183,8 +188,8 @@ pub(crate) fn envelope(chunk_id: i64, events: usize) -> Envelope {
     Envelope::new("tenant-a", chunk_id, (0..events).map(event).collect())
 }
 
-/// A TCP proxy to the broker on a random local port; tests cut its connections to simulate a
-/// broker or network failure without touching the shared broker.
+/// A TCP proxy to the broker on a random local port; tests cut or freeze its connections to
+/// simulate a broker or network failure without touching the shared broker.
 pub(crate) struct Proxy {
     port: u16,
     state: Arc<ProxyState>,
@@ -195,7 +200,27 @@ pub(crate) struct Proxy {
 struct ProxyState {
     accepted: AtomicUsize,
     refusing: AtomicBool,
+    /// While true, bytes are read but held back (a broker that stops answering).
+    frozen: watch::Sender<bool>,
     connections: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Copies `from` → `to` until either side closes, holding bytes back while frozen.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut frozen: watch::Receiver<bool>) {
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if frozen.wait_for(|frozen| !*frozen).await.is_err() {
+            break;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 impl Proxy {
@@ -207,16 +232,22 @@ impl Proxy {
         let acceptor = tokio::spawn({
             let state = Arc::clone(&state);
             async move {
-                while let Ok((mut client, _)) = listener.accept().await {
+                while let Ok((client, _)) = listener.accept().await {
                     if state.refusing.load(Ordering::SeqCst) {
                         drop(client);
                         continue;
                     }
                     state.accepted.fetch_add(1, Ordering::SeqCst);
                     let upstream = upstream.clone();
+                    let frozen = state.frozen.subscribe();
                     let connection = tokio::spawn(async move {
-                        if let Ok(mut server) = TcpStream::connect(upstream).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        if let Ok(server) = TcpStream::connect(upstream).await {
+                            let (client_read, client_write) = client.into_split();
+                            let (server_read, server_write) = server.into_split();
+                            tokio::join!(
+                                pump(client_read, server_write, frozen.clone()),
+                                pump(server_read, client_write, frozen),
+                            );
                         }
                     });
                     state.connections.lock().unwrap().push(connection);
@@ -245,6 +276,11 @@ impl Proxy {
         for connection in self.state.connections.lock().unwrap().drain(..) {
             connection.abort();
         }
+    }
+
+    /// While frozen, connections stay open but no byte gets through either way.
+    pub(crate) fn set_frozen(&self, frozen: bool) {
+        self.state.frozen.send_replace(frozen);
     }
 
     /// While refusing, new connections are accepted and closed at once.

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod logging;
 mod publish;
 mod reconnect;
 mod retry;

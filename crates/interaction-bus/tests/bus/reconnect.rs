@@ -1,7 +1,7 @@
 //! The publisher's own reconnect loop, through a proxy whose connections the test cuts.
 
 use crate::common::{Proxy, TestTopology, envelope, open_channel, wait_for_count};
-use interaction_bus::{BusConfig, PublishError, Publisher};
+use interaction_bus::{BusConfig, PublishError, Publisher, lapin::options::ExchangeDeleteOptions};
 use std::time::{Duration, Instant};
 
 const CONNECT: Duration = Duration::from_secs(15);
@@ -86,5 +86,76 @@ async fn a_publisher_started_while_the_broker_is_away_connects_when_it_comes_bac
     // reconnect_max is 1 s in tests, so the next attempt comes within about a second.
     assert!(publisher.wait_connected(CONNECT).await);
     publisher.publish(&envelope(2, 1)).await.unwrap();
+    publisher.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_stops_answering_makes_publish_time_out_not_hang() {
+    let test = TestTopology::new();
+    let proxy = Proxy::start().await;
+    let publisher = Publisher::start(BusConfig {
+        url: proxy.url(),
+        confirm_timeout: Duration::from_millis(500),
+        ..test.config()
+    });
+    assert!(publisher.wait_connected(CONNECT).await);
+    publisher.publish(&envelope(1, 1)).await.unwrap();
+
+    proxy.set_frozen(true);
+    let started = Instant::now();
+    let stuck: Vec<_> = (2..6)
+        .map(|chunk| {
+            let publisher = publisher.clone();
+            tokio::spawn(async move { publisher.publish(&envelope(chunk, 1)).await })
+        })
+        .collect();
+    for publish in stuck {
+        assert_eq!(publish.await.unwrap(), Err(PublishError::ConfirmTimeout));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The connection itself was fine all along: once the broker answers again, publishing
+    // works on it without a reconnect.
+    proxy.set_frozen(false);
+    let mut next = 10;
+    assert_eq!(
+        publish_until_confirmed(&publisher, &mut next, CONNECT).await,
+        1
+    );
+    assert_eq!(proxy.accepted(), 1);
+    publisher.close().await;
+}
+
+#[tokio::test]
+async fn the_publisher_recovers_when_the_broker_closes_its_channel() {
+    let test = TestTopology::new();
+    let publisher = Publisher::start(test.config());
+    assert!(publisher.wait_connected(CONNECT).await);
+
+    // Publishing to a missing exchange is a channel error (404): the broker closes the
+    // channel. The publisher must notice, reconnect and declare the exchange again.
+    let (_connection, channel) = open_channel().await;
+    channel
+        .exchange_delete(
+            test.topology.exchange().as_str().into(),
+            ExchangeDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let failed = publisher.publish(&envelope(1, 1)).await;
+    assert!(
+        matches!(failed, Err(PublishError::Broker(ref e)) if e.contains("NOT_FOUND")),
+        "{failed:?}"
+    );
+
+    let mut next = 2;
+    assert_eq!(
+        publish_until_confirmed(&publisher, &mut next, CONNECT).await,
+        1
+    );
     publisher.close().await;
 }
