@@ -427,7 +427,7 @@ impl Publisher {
     /// Whether a confirmed channel is usable right now (connected, confirm mode on, not
     /// blocked by a broker resource alarm, not closing). Cheap: reads local state only.
     pub fn is_connected(&self) -> bool {
-        !self.shared.closing.load(Ordering::Acquire) && self.shared.current().is_some()
+        !self.shared.closing.load(Ordering::SeqCst) && self.shared.current().is_some()
     }
 
     /// Waits until [`Publisher::is_connected`] or until `timeout` has passed; returns which.
@@ -462,7 +462,7 @@ impl Publisher {
         // Count first, then check `closing`: `close` waits for every publish counted before
         // it set the flag, and every later one sees the flag.
         let _in_flight = InFlight::enter(&shared.in_flight);
-        if shared.closing.load(Ordering::Acquire) {
+        if shared.closing.load(Ordering::SeqCst) {
             return Err(PublishError::NotConnected);
         }
         let live = shared.current().ok_or(PublishError::NotConnected)?;
@@ -508,7 +508,7 @@ impl Publisher {
     /// all clones; calling it again does nothing.
     pub async fn close(&self) {
         let shared = &self.shared;
-        shared.closing.store(true, Ordering::Release);
+        shared.closing.store(true, Ordering::SeqCst);
         let mut in_flight = shared.in_flight.subscribe();
         let patience = shared.config.confirm_timeout + Duration::from_secs(1);
         let _ = tokio::time::timeout(patience, in_flight.wait_for(|n| *n == 0)).await;
