@@ -1,0 +1,210 @@
+//! Publisher::publish and its outcomes.
+
+use crate::common::{TestTopology, envelope, get_message, open_channel, url_via, wait_for_count};
+use interaction_bus::{
+    APP_ID, BusConfig, Envelope, PublishError, Publisher, lapin::types::FieldTable,
+};
+use std::time::{Duration, Instant};
+
+const CONNECT: Duration = Duration::from_secs(15);
+
+#[tokio::test]
+async fn a_published_envelope_arrives_in_the_forward_queue_intact() {
+    let test = TestTopology::new();
+    let publisher = Publisher::start(test.config());
+    assert!(publisher.wait_connected(CONNECT).await);
+
+    let sent = envelope(42, 3);
+    publisher.publish(&sent).await.unwrap();
+
+    let (_connection, channel) = open_channel().await;
+    let message = get_message(
+        &channel,
+        &test.topology.forward_queue(),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("the message is in the forward queue");
+    let delivery = message.delivery;
+    assert_eq!(Envelope::decode(&delivery.data).unwrap(), sent);
+    assert_eq!(delivery.routing_key.as_str(), "forward");
+    assert_eq!(delivery.exchange.as_str(), test.topology.exchange());
+    let properties = &delivery.properties;
+    assert_eq!(*properties.delivery_mode(), Some(2));
+    assert_eq!(
+        properties.content_type().as_ref().map(|s| s.as_str()),
+        Some("application/json")
+    );
+    assert_eq!(
+        properties.message_id().as_ref().map(|s| s.as_str()),
+        Some("42")
+    );
+    assert_eq!(
+        properties.app_id().as_ref().map(|s| s.as_str()),
+        Some(APP_ID)
+    );
+    assert!(properties.timestamp().is_some());
+
+    publisher.close().await;
+}
+
+#[tokio::test]
+async fn a_publish_with_no_queue_bound_is_reported_as_returned_and_the_binding_comes_back() {
+    let test = TestTopology::new();
+    let topology = &test.topology;
+    let publisher = Publisher::start(test.config());
+    assert!(publisher.wait_connected(CONNECT).await);
+
+    let (_connection, channel) = open_channel().await;
+    channel
+        .queue_unbind(
+            topology.forward_queue().as_str().into(),
+            topology.exchange().as_str().into(),
+            topology.forward_routing_key().into(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(
+        publisher.publish(&envelope(1, 1)).await,
+        Err(PublishError::Returned)
+    );
+
+    // The publisher re-declares the topology after a return, which restores the binding.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut result = Err(PublishError::Returned);
+    while result.is_err() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        result = publisher.publish(&envelope(2, 1)).await;
+    }
+    assert_eq!(result, Ok(()));
+    let message = get_message(&channel, &topology.forward_queue(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        Envelope::decode(&message.delivery.data).unwrap().chunk_id,
+        2
+    );
+
+    publisher.close().await;
+}
+
+#[tokio::test]
+async fn publish_while_the_broker_is_unreachable_fails_at_once_with_not_connected() {
+    let test = TestTopology::new();
+    let publisher = Publisher::start(BusConfig {
+        url: url_via("127.0.0.1:1"),
+        ..test.config()
+    });
+
+    let started = Instant::now();
+    assert_eq!(
+        publisher.publish(&envelope(1, 1)).await,
+        Err(PublishError::NotConnected)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!publisher.is_connected());
+
+    // Still refused after the supervisor has tried a few times, and still immediate.
+    assert!(!publisher.wait_connected(Duration::from_millis(500)).await);
+    let started = Instant::now();
+    assert_eq!(
+        publisher.publish(&envelope(2, 1)).await,
+        Err(PublishError::NotConnected)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let started = Instant::now();
+    publisher.close().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishes_from_many_tasks_are_all_confirmed() {
+    const TASKS: i64 = 50;
+    const PER_TASK: i64 = 40;
+    let test = TestTopology::new();
+    let publisher = Publisher::start(test.config());
+    assert!(publisher.wait_connected(CONNECT).await);
+
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let publisher = publisher.clone();
+            tokio::spawn(async move {
+                for i in 0..PER_TASK {
+                    publisher.publish(&envelope(task * PER_TASK + i, 5)).await?;
+                }
+                Ok::<(), PublishError>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+
+    let (_connection, channel) = open_channel().await;
+    let want = u32::try_from(TASKS * PER_TASK).unwrap();
+    let count = wait_for_count(
+        &channel,
+        &test.topology.forward_queue(),
+        want,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(count, want);
+
+    publisher.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_lets_in_flight_publishes_finish_and_refuses_new_ones() {
+    let test = TestTopology::new();
+    let publisher = Publisher::start(test.config());
+    assert!(publisher.wait_connected(CONNECT).await);
+
+    let tasks: Vec<_> = (0..20)
+        .map(|chunk| {
+            let publisher = publisher.clone();
+            tokio::spawn(async move { publisher.publish(&envelope(chunk, 20)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    publisher.close().await;
+
+    let mut confirmed = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => confirmed += 1,
+            Err(PublishError::NotConnected) => {}
+            Err(other) => panic!("an in-flight publish failed: {other}"),
+        }
+    }
+    assert!(!publisher.is_connected());
+    assert_eq!(
+        publisher.publish(&envelope(99, 1)).await,
+        Err(PublishError::NotConnected)
+    );
+
+    let (_connection, channel) = open_channel().await;
+    let count = wait_for_count(
+        &channel,
+        &test.topology.forward_queue(),
+        confirmed,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(count, confirmed);
+}
