@@ -1,0 +1,323 @@
+//! The write batcher: concurrent requests share one database write.
+//!
+//! A request hands its normalized events to the queue and waits. A few writer tasks each take
+//! whatever is queued — waiting at most a short linger for more when the queue runs dry, up to
+//! a cap of events — and write it as one statement per tenant (one transaction in all). Only
+//! after the commit does each request get its answer, so a 202 always means "stored". Single
+//! event clients thus cost almost what batch clients cost: the commit, not the event, is the
+//! unit of work.
+//!
+//! The queue is bounded in events by a semaphore: when writes cannot keep up, requests wait
+//! for room, then fail with 503 — memory never grows without bound.
+//!
+//! After a commit, each new chunk goes to the outbox publisher; the response does not wait
+//! for the broker.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use interaction_core::Event;
+use interaction_store::Store;
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+use crate::auth::Tenant;
+use crate::outbox::PublishJob;
+
+/// Tuning of the batcher.
+#[derive(Debug, Clone)]
+pub struct BatcherConfig {
+    /// Most events in one write.
+    pub max_events: usize,
+    /// How long a writer waits for more requests when the queue is empty.
+    pub linger: Duration,
+    /// Concurrent writes.
+    pub writers: usize,
+    /// Events that may wait in the queue.
+    pub queue_events: usize,
+    /// How long a request waits for room in the queue.
+    pub queue_timeout: Duration,
+}
+
+/// What a write did with a request's events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// Events stored.
+    pub stored: usize,
+    /// Positions (in the submitted list) of events skipped as duplicates of a stored
+    /// `eventId`.
+    pub duplicates: Vec<usize>,
+}
+
+/// Why events were not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The queue stayed full for the whole wait.
+    #[error("the write queue is full")]
+    QueueFull,
+    /// The database could not be reached.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The write failed for another reason.
+    #[error("database write failed: {0}")]
+    Failed(String),
+    /// The service is stopping.
+    #[error("the service is shutting down")]
+    ShuttingDown,
+}
+
+struct WriteRequest {
+    tenant: Tenant,
+    events: Vec<Event>,
+    reply: oneshot::Sender<Result<WriteOutcome, WriteError>>,
+    /// Room in the queue, given back when the write is done.
+    _room: OwnedSemaphorePermit,
+}
+
+/// Handle for submitting events. Cheap to clone.
+#[derive(Clone)]
+pub struct Batcher {
+    queue: mpsc::UnboundedSender<WriteRequest>,
+    room: Arc<Semaphore>,
+    config: Arc<BatcherConfig>,
+}
+
+/// The running writers.
+pub struct Writers {
+    tasks: JoinSet<()>,
+    stop: watch::Sender<bool>,
+    room: Arc<Semaphore>,
+}
+
+impl Batcher {
+    /// Starts the writers.
+    pub fn start(
+        store: Store,
+        publish: mpsc::Sender<PublishJob>,
+        config: BatcherConfig,
+    ) -> (Self, Writers) {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        let receiver = Arc::new(Mutex::new(receiver));
+        let room = Arc::new(Semaphore::new(config.queue_events.max(1)));
+        let (stop, stopped) = watch::channel(false);
+        let config = Arc::new(config);
+        let mut tasks = JoinSet::new();
+        for _ in 0..config.writers.max(1) {
+            tasks.spawn(writer(
+                receiver.clone(),
+                store.clone(),
+                publish.clone(),
+                config.clone(),
+                stopped.clone(),
+            ));
+        }
+        let batcher = Self {
+            queue,
+            room: room.clone(),
+            config,
+        };
+        (batcher, Writers { tasks, stop, room })
+    }
+
+    /// Stores `events` for `tenant`; returns once they are committed (or not).
+    pub async fn write(
+        &self,
+        tenant: Tenant,
+        events: Vec<Event>,
+    ) -> Result<WriteOutcome, WriteError> {
+        // A single request larger than the whole queue still gets in, alone.
+        let wanted = events.len().clamp(1, self.config.queue_events.max(1));
+        let wanted = u32::try_from(wanted).unwrap_or(u32::MAX);
+        let room = match tokio::time::timeout(
+            self.config.queue_timeout,
+            self.room.clone().acquire_many_owned(wanted),
+        )
+        .await
+        {
+            Err(_) => {
+                metrics::counter!("ingest_write_queue_full_total").increment(1);
+                return Err(WriteError::QueueFull);
+            }
+            Ok(Err(_closed)) => return Err(WriteError::ShuttingDown),
+            Ok(Ok(room)) => room,
+        };
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(WriteRequest {
+                tenant,
+                events,
+                reply,
+                _room: room,
+            })
+            .map_err(|_| WriteError::ShuttingDown)?;
+        answer.await.unwrap_or(Err(WriteError::ShuttingDown))
+    }
+}
+
+impl Writers {
+    /// Refuses new writes, writes what is queued, and waits for the writers to finish.
+    pub async fn shutdown(mut self) {
+        self.room.close();
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn writer(
+    queue: Arc<Mutex<mpsc::UnboundedReceiver<WriteRequest>>>,
+    store: Store,
+    publish: mpsc::Sender<PublishJob>,
+    config: Arc<BatcherConfig>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let batch = {
+            let mut queue = queue.lock().await;
+            let first = tokio::select! {
+                request = queue.recv() => request,
+                _ = stopped.wait_for(|s| *s) => queue.try_recv().ok(),
+            };
+            let Some(first) = first else {
+                return; // stopping and nothing left, or every sender gone
+            };
+            let mut count = first.events.len();
+            let mut batch = vec![first];
+            // Take what is already queued, then linger briefly for more.
+            let deadline = tokio::time::Instant::now() + config.linger;
+            while count < config.max_events {
+                let next = match queue.try_recv() {
+                    Ok(request) => Some(request),
+                    Err(_) if config.linger.is_zero() || *stopped.borrow() => None,
+                    Err(_) => tokio::time::timeout_at(deadline, queue.recv())
+                        .await
+                        .ok()
+                        .flatten(),
+                };
+                let Some(next) = next else { break };
+                count += next.events.len();
+                batch.push(next);
+            }
+            batch
+        };
+        write_batch(&store, &publish, batch).await;
+    }
+}
+
+/// Writes one batch of requests and answers each.
+async fn write_batch(store: &Store, publish: &mpsc::Sender<PublishJob>, batch: Vec<WriteRequest>) {
+    // Group by tenant, keeping arrival order: one chunk (and one AMQP message) per tenant.
+    let mut tenants: Vec<(Tenant, Vec<(usize, usize)>)> = Vec::new();
+    for (r, request) in batch.iter().enumerate() {
+        let slot = match tenants.iter().position(|(t, _)| *t == request.tenant) {
+            Some(slot) => slot,
+            None => {
+                tenants.push((request.tenant.clone(), Vec::new()));
+                tenants.len() - 1
+            }
+        };
+        tenants[slot]
+            .1
+            .extend((0..request.events.len()).map(|e| (r, e)));
+    }
+    let groups: Vec<(&str, Vec<&Event>)> = tenants
+        .iter()
+        .map(|(tenant, positions)| {
+            let events = positions
+                .iter()
+                .map(|&(r, e)| &batch[r].events[e])
+                .collect();
+            (tenant.as_ref(), events)
+        })
+        .collect();
+    let total: usize = groups.iter().map(|(_, events)| events.len()).sum();
+
+    let started = Instant::now();
+    let result = store.insert_chunks(&groups).await;
+    metrics::histogram!("ingest_db_write_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("ingest_write_batch_events").record(total as f64);
+    metrics::histogram!("ingest_write_batch_requests").record(batch.len() as f64);
+    drop(groups);
+
+    let inserted = match result {
+        Ok(inserted) => inserted,
+        Err(error) => {
+            let unavailable = error.is_unavailable();
+            if unavailable {
+                log::warn!("database write of {total} events failed: {error}");
+            } else {
+                log::error!("database write of {total} events failed: {error}");
+            }
+            for request in batch {
+                let error = if unavailable {
+                    WriteError::Unavailable(error.to_string())
+                } else {
+                    WriteError::Failed(error.to_string())
+                };
+                let _ = request.reply.send(Err(error));
+            }
+            return;
+        }
+    };
+
+    // Which events were stored: those without an eventId, and the first occurrence of each
+    // eventId the database reports as written. The rest were duplicates.
+    let mut outcomes: Vec<WriteOutcome> = batch
+        .iter()
+        .map(|_| WriteOutcome {
+            stored: 0,
+            duplicates: Vec::new(),
+        })
+        .collect();
+    let mut slots: Vec<Vec<Option<Event>>> = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for request in batch {
+        slots.push(request.events.into_iter().map(Some).collect());
+        replies.push(request.reply);
+    }
+    let mut jobs = Vec::new();
+    for ((tenant, positions), chunk) in tenants.into_iter().zip(inserted) {
+        let mut written: HashMap<&str, ()> = chunk
+            .inserted_ids
+            .iter()
+            .map(|id| (id.as_str(), ()))
+            .collect();
+        let mut events = Vec::with_capacity(usize::try_from(chunk.inserted).unwrap_or(0));
+        for (r, e) in positions {
+            let stored = match slots[r][e].as_ref().and_then(|ev| ev.event_id.as_deref()) {
+                None => true,
+                Some(id) => written.remove(id).is_some(),
+            };
+            if stored {
+                outcomes[r].stored += 1;
+                if let Some(event) = slots[r][e].take() {
+                    events.push(event);
+                }
+            } else {
+                outcomes[r].duplicates.push(e);
+            }
+        }
+        if let Some(chunk_id) = chunk.chunk_id {
+            jobs.push(PublishJob {
+                chunk_id,
+                tenant,
+                events,
+            });
+        }
+    }
+    let stored: usize = outcomes.iter().map(|o| o.stored).sum();
+    let duplicates: usize = outcomes.iter().map(|o| o.duplicates.len()).sum();
+    metrics::counter!("ingest_events_stored_total").increment(stored as u64);
+    metrics::counter!("ingest_events_duplicate_total").increment(duplicates as u64);
+    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+        let _ = reply.send(Ok(outcome));
+    }
+    for job in jobs {
+        // Never wait for the publisher: a chunk it has no room for stays `pending` and the
+        // relay publishes it later.
+        if let Err(error) = publish.try_send(job) {
+            log::debug!("publish queue full; chunk left to the relay: {error}");
+            metrics::counter!("ingest_publish_deferred_total").increment(1);
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Configuration: one typed struct, read from command-line flags or environment variables
+//! (and a `.env` file for local runs). `ingest-api --help` lists every option with its
+//! variable; `.env.example` documents each.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Accepts interaction events over HTTP, stores them durably in PostgreSQL and publishes them
+/// to RabbitMQ for the forwarder.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ingest-api", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API (the default).
+    Serve,
+    /// Apply pending database migrations, then exit.
+    Migrate,
+}
+
+/// Every setting of ingest-api.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// Most PostgreSQL connections of this process.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
+    pub database_max_connections: usize,
+
+    /// How long to wait for a database connection before answering 503.
+    #[arg(long, env = "DATABASE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub database_timeout: Duration,
+
+    /// Apply pending migrations at start-up.
+    #[arg(long, env = "MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
+
+    /// RabbitMQ URL.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub amqp_url: String,
+
+    /// Prefix of every exchange and queue name.
+    #[arg(long, env = "AMQP_PREFIX", default_value = "interactions")]
+    pub amqp_prefix: String,
+
+    /// How long to wait for the broker to confirm a publish.
+    #[arg(long, env = "PUBLISH_CONFIRM_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub publish_confirm_timeout: Duration,
+
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "INGEST_ADDR", default_value = "0.0.0.0:8080")]
+    pub ingest_addr: SocketAddr,
+
+    /// HTTP worker threads (0: one per core).
+    #[arg(long, env = "HTTP_WORKERS", default_value_t = 0)]
+    pub http_workers: usize,
+
+    /// Clients' API keys: `tenant:key` pairs, comma-separated.
+    #[arg(long, env = "API_KEYS", hide_env_values = true)]
+    pub api_keys: String,
+
+    /// Requests per second allowed per API key (0: no limit). An app's key is shared by every
+    /// install of the app, so this caps a whole tenant, not one user.
+    #[arg(long, env = "RATE_LIMIT_RPS", default_value_t = 20_000)]
+    pub rate_limit_rps: u32,
+
+    /// Requests a key may send at once above the steady rate.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 40_000)]
+    pub rate_limit_burst: u32,
+
+    /// Browser origins allowed by CORS, comma-separated (`*` for any; empty: none).
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
+    pub cors_allowed_origins: String,
+
+    /// Largest request body, in bytes, as sent (compressed or not).
+    #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
+    pub body_limit_bytes: usize,
+
+    /// Largest request body after gzip decompression, in bytes.
+    #[arg(long, env = "DECOMPRESSED_LIMIT_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub decompressed_limit_bytes: usize,
+
+    /// Rating-map TOML file overriding or adding rating profiles (empty: built-in profiles).
+    // A string, not a path: `RATING_MAP_FILE=` (empty, as in .env.example) must mean "none".
+    #[arg(long, env = "RATING_MAP_FILE", default_value = "")]
+    pub rating_map_file: String,
+
+    /// Most events in one request.
+    #[arg(long, env = "MAX_BATCH_EVENTS", default_value_t = 1000)]
+    pub max_batch_events: usize,
+
+    /// How far ahead of the server clock an event's timestamp may be.
+    #[arg(long, env = "MAX_FUTURE_SKEW", default_value = "5m", value_parser = parse_duration)]
+    pub max_future_skew: Duration,
+
+    /// Oldest event accepted (0: any age).
+    #[arg(long, env = "MAX_EVENT_AGE", default_value = "30d", value_parser = parse_duration)]
+    pub max_event_age: Duration,
+
+    /// Most events one database write (and one AMQP message) carries.
+    #[arg(long, env = "WRITE_BATCH_EVENTS", default_value_t = 1000)]
+    pub write_batch_events: usize,
+
+    /// How long a write waits for more requests to share it.
+    #[arg(long, env = "WRITE_LINGER", default_value = "2ms", value_parser = parse_duration)]
+    pub write_linger: Duration,
+
+    /// Concurrent database writes.
+    #[arg(long, env = "WRITERS", default_value_t = 4)]
+    pub writers: usize,
+
+    /// Events that may wait for a write; beyond it requests wait, then get 503.
+    #[arg(long, env = "WRITE_QUEUE_EVENTS", default_value_t = 50_000)]
+    pub write_queue_events: usize,
+
+    /// How long a request waits for room in the write queue before 503.
+    #[arg(long, env = "WRITE_QUEUE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub write_queue_timeout: Duration,
+
+    /// How often the relay looks for chunks the broker never confirmed.
+    #[arg(long, env = "RELAY_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub relay_interval: Duration,
+
+    /// How old an unpublished chunk must be before the relay re-publishes it.
+    #[arg(long, env = "RELAY_AFTER", default_value = "15s", value_parser = parse_duration)]
+    pub relay_after: Duration,
+
+    /// Seconds clients are told to wait (Retry-After) when the database is unavailable.
+    #[arg(long, env = "RETRY_AFTER_SECONDS", default_value_t = 5)]
+    pub retry_after_seconds: u64,
+
+    /// How long shutdown waits for in-flight requests and publishes.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: crate::logging::LogFormat,
+}
+
+/// Parses `250ms`, `30s`, `5m`, `2h`, `30d` (and a bare number of seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 250ms, 30s, 5m, 2h or 30d"))?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "{text:?} has an unknown unit {unit:?}; use ms, s, m, h or d"
+            ));
+        }
+    };
+    value
+        .checked_mul(unit_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_every_unit_and_reject_the_rest() {
+        let ok = [
+            ("250ms", 250),
+            ("30s", 30_000),
+            ("7", 7_000),
+            ("5m", 300_000),
+            ("2h", 7_200_000),
+            ("30d", 2_592_000_000),
+            (" 0 ", 0),
+        ];
+        for (text, ms) in ok {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
+        }
+        for bad in ["", "s", "5 m", "5w", "-1s", "1.5s", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn env_example_documents_every_option_with_a_value_that_parses() {
+        use clap::CommandFactory;
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.env.example");
+        let example: Vec<(String, String)> = dotenvy::from_path_iter(path)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut args = vec!["ingest-api".to_owned()];
+        for arg in Cli::command().get_arguments() {
+            let Some(env) = arg.get_env() else { continue };
+            let env = env.to_string_lossy();
+            let value = example
+                .iter()
+                .find(|(k, _)| *k == env)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("{env} is missing from .env.example"));
+            // Empty values too: that is how the binary sees them from a .env file.
+            args.push(format!("--{}={value}", arg.get_long().unwrap()));
+        }
+        let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cli.config.write_linger, Duration::from_millis(2));
+        assert_eq!(cli.config.rating_map_file, "");
+    }
+
+    #[test]
+    fn every_option_has_an_environment_variable() {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            assert!(
+                arg.get_env().is_some(),
+                "--{id} has no environment variable"
+            );
+        }
+    }
+}

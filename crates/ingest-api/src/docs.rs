@@ -1,0 +1,164 @@
+//! The OpenAPI document (`/openapi.json`) and Swagger UI (`/docs`), served from the binary.
+//!
+//! The input types here exist for documentation only: requests are read by
+//! `interaction_core`'s normalizer, which accepts exactly what these describe.
+#![allow(dead_code)] // fields are read by the schema derive, never by code
+
+use serde::Serialize;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// One interaction event as a client sends it. Unknown fields are refused.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "timestamp": "2025-07-09T10:15:00Z",
+    "subscriber": "viusasa_user_12345",
+    "assetId": "viusasa_episode_67890",
+    "interaction": "play_complete",
+    "ratingEquivalent": 0.5,
+    "comment": "User watched 90% of the episode.",
+    "contextId": "viusasa_player_context",
+    "setting": {"device": "android_app"}
+}))]
+pub struct InteractionInput {
+    /// RFC 3339 with an offset; stored as UTC. At most 5 minutes ahead, at most 30 days old
+    /// (configurable).
+    #[schema(example = "2025-07-09T10:15:00Z")]
+    timestamp: String,
+    /// The user; 1–256 characters.
+    subscriber: String,
+    /// The content or product; 1–256 characters.
+    asset_id: String,
+    /// The interaction type (any ASCII case). Required unless `action` is sent.
+    #[schema(value_type = Option<String>, example = "play_complete")]
+    interaction: Option<InteractionTypeDoc>,
+    /// -1.0 to 1.0. Omit it to use the tenant profile's default for `interaction`.
+    #[schema(minimum = -1.0, maximum = 1.0)]
+    rating_equivalent: Option<f64>,
+    /// Instead of `interaction` + `ratingEquivalent`: an action of the tenant's rating
+    /// profile (`like`, `watch`, `review`, `add_to_cart`, …), mapped to both.
+    action: Option<String>,
+    /// With a progress action (`watch`): the fraction watched.
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    progress: Option<f64>,
+    /// With a stars action (`review`): 1–5.
+    #[schema(minimum = 1, maximum = 5)]
+    stars: Option<u8>,
+    /// Optional debug message; ≤ 1024 characters.
+    comment: Option<String>,
+    /// Optional Ncanto context; ≤ 256 characters.
+    context_id: Option<String>,
+    /// Optional idempotency key, unique per tenant; ≤ 128 characters. A repeat is not
+    /// stored again and is reported in `duplicates`.
+    event_id: Option<String>,
+    /// Where it happened.
+    setting: SettingInput,
+}
+
+/// The device.
+#[derive(Serialize, ToSchema)]
+pub struct SettingInput {
+    /// `web`, `android_app` or `ios_app`.
+    device: DeviceDoc,
+}
+
+/// Interaction types.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InteractionTypeDoc {
+    /// Shown on screen.
+    #[serde(rename = "recommendationImpression")]
+    RecommendationImpression,
+    /// Clicked or saved.
+    Select,
+    /// Playback started.
+    Play,
+    /// Mostly consumed.
+    PlayComplete,
+    /// Liked, disliked or reviewed.
+    Rate,
+    /// Removed from a list.
+    Deselect,
+    /// Shared.
+    Share,
+    /// Put in the cart.
+    AddToCart,
+    /// Bought.
+    Purchase,
+}
+
+/// Devices.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceDoc {
+    /// A browser.
+    Web,
+    /// The Android app.
+    AndroidApp,
+    /// The iOS app.
+    IosApp,
+}
+
+/// A batch: an array of events, or one event.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum BatchBody {
+    /// Up to 1000 events (configurable).
+    Many(Vec<InteractionInput>),
+    /// A single event.
+    One(InteractionInput),
+}
+
+/// One problem of one item.
+#[derive(Serialize, ToSchema)]
+pub struct ItemErrorDoc {
+    /// Index of the item in the request.
+    index: usize,
+    /// JSON path of the field (`setting.device`); `$` for the item itself.
+    #[schema(example = "ratingEquivalent")]
+    field: String,
+    /// What is wrong and what is allowed.
+    message: String,
+}
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The API's OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Interaction Logger",
+        description = "Captures user interaction events from web, iOS and Android apps, normalizes \
+            them (rating -1.0..1.0), stores them durably and forwards them to Ncanto."
+    ),
+    paths(
+        crate::ingest::logs,
+        crate::ingest::log_one,
+        crate::ops::health,
+        crate::ops::livez,
+        crate::ops::readyz,
+        crate::ops::metrics,
+    ),
+    components(schemas(InteractionInput, SettingInput, BatchBody, ItemErrorDoc)),
+    modifiers(&Security),
+    tags(
+        (name = "ingest", description = "Sending events"),
+        (name = "operations", description = "Health and metrics"),
+    )
+)]
+pub struct ApiDoc;

@@ -1,0 +1,299 @@
+//! The ingestion endpoints: `POST /api/v1/logs` (batch), `POST /api/v1/log` (one event) and
+//! the original design's aliases `/interact/batch` and `/interact`.
+//!
+//! Order of checks, cheapest first: API key, rate limit, content type and encoding, body size
+//! (as sent, then decompressed), JSON, then every item. A request is answered 202 only after
+//! its valid events are committed to PostgreSQL.
+
+use std::io::Read;
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
+use interaction_core::{BodyShape, ItemError, Normalizer};
+use serde::Serialize;
+
+use crate::batcher::WriteError;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The body of a 202.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    /// Always `success`.
+    #[schema(example = "success")]
+    pub status: &'static str,
+    /// Human summary.
+    #[schema(example = "Batch received and saved for processing")]
+    pub message: &'static str,
+    /// Events stored by this request.
+    pub count: usize,
+    /// Items refused as invalid (see `errors`).
+    pub skipped: usize,
+    /// Events not stored again because their `eventId` was already stored.
+    pub duplicates: usize,
+    /// Indexes of those duplicates in the request.
+    #[serde(skip_serializing_if = "Vec::is_empty", rename = "duplicateIndexes")]
+    pub duplicate_indexes: Vec<usize>,
+    /// Problems of the invalid items, by index.
+    #[schema(value_type = Vec<crate::docs::ItemErrorDoc>)]
+    pub errors: Vec<ItemError>,
+}
+
+/// Which endpoint was called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// An array (or a single object).
+    Batch,
+    /// Exactly one object.
+    Single,
+}
+
+/// `POST /api/v1/logs`, `POST /interact/batch`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/logs",
+    tag = "ingest",
+    description = "Stores a batch of interaction events (a JSON array; one object is accepted too). \
+        Valid items are stored even when others are invalid; each invalid item is reported by index. \
+        Also served at `/interact/batch`. The body may be gzip-compressed (`Content-Encoding: gzip`).",
+    request_body(content = crate::docs::BatchBody, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Stored; invalid items listed in `errors`", body = Accepted),
+        (status = 400, description = "Not JSON, not events, or every item invalid", body = crate::error::ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = crate::error::ErrorBody),
+        (status = 413, description = "Body or batch too large", body = crate::error::ErrorBody),
+        (status = 415, description = "Not application/json, or an unsupported Content-Encoding", body = crate::error::ErrorBody),
+        (status = 429, description = "Rate limited; see Retry-After", body = crate::error::ErrorBody),
+        (status = 503, description = "Database unavailable, nothing stored; see Retry-After", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn logs(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    ingest(req, payload, state, Endpoint::Batch).await
+}
+
+/// `POST /api/v1/log`, `POST /interact`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/log",
+    tag = "ingest",
+    description = "Stores one interaction event. Also served at `/interact`.",
+    request_body(content = crate::docs::InteractionInput, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Stored", body = Accepted),
+        (status = 400, description = "Invalid event (see `errors`) or not one JSON object", body = crate::error::ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = crate::error::ErrorBody),
+        (status = 413, description = "Body too large", body = crate::error::ErrorBody),
+        (status = 415, description = "Not application/json", body = crate::error::ErrorBody),
+        (status = 429, description = "Rate limited; see Retry-After", body = crate::error::ErrorBody),
+        (status = 503, description = "Database unavailable, nothing stored; see Retry-After", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn log_one(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    ingest(req, payload, state, Endpoint::Single).await
+}
+
+async fn ingest(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    endpoint: Endpoint,
+) -> Result<HttpResponse, ApiError> {
+    let (key_index, tenant) = crate::auth::presented_key(&req)
+        .and_then(|key| state.keys.lookup(key))
+        .ok_or(ApiError::Unauthorized)?;
+    state.check_rate(key_index)?;
+    check_content_type(&req)?;
+    let gzip = content_encoding_is_gzip(&req)?;
+    let body = read_body(&req, payload, state.body_limit).await?;
+    let body = if gzip {
+        gunzip(&body, state.decompressed_limit)?
+    } else {
+        body
+    };
+
+    let normalizer = Normalizer::new(
+        state.rating.profile_for_tenant(&tenant),
+        &state.limits,
+        chrono::Utc::now(),
+    );
+    let batch = normalizer.parse_body(&body)?;
+    if endpoint == Endpoint::Single && batch.shape == BodyShape::Array {
+        return Err(ApiError::BadBody(
+            "this endpoint takes one event object; send arrays to /api/v1/logs".to_owned(),
+        ));
+    }
+    let skipped = batch.skipped();
+    metrics::counter!("ingest_events_invalid_total").increment(skipped as u64);
+    if batch.events.is_empty() {
+        let message = if batch.received == 1 {
+            "the event is invalid; see errors".to_owned()
+        } else {
+            format!("all {} events are invalid; see errors", batch.received)
+        };
+        return Err(ApiError::Invalid {
+            message,
+            errors: batch.errors,
+        });
+    }
+
+    let (indexes, events): (Vec<usize>, Vec<_>) =
+        batch.events.into_iter().map(|e| (e.index, e.event)).unzip();
+    let outcome = state
+        .batcher
+        .write(tenant.clone(), events)
+        .await
+        .map_err(|error| write_error(error, state.retry_after))?;
+    log::debug!(
+        "tenant {tenant}: stored {}, duplicates {}, invalid {skipped}",
+        outcome.stored,
+        outcome.duplicates.len()
+    );
+    let duplicate_indexes: Vec<usize> = outcome.duplicates.iter().map(|&p| indexes[p]).collect();
+    Ok(HttpResponse::Accepted().json(Accepted {
+        status: "success",
+        message: match endpoint {
+            Endpoint::Batch => "Batch received and saved for processing",
+            Endpoint::Single => "Event received and saved for processing",
+        },
+        count: outcome.stored,
+        skipped,
+        duplicates: duplicate_indexes.len(),
+        duplicate_indexes,
+        errors: batch.errors,
+    }))
+}
+
+fn write_error(error: WriteError, retry_after: u64) -> ApiError {
+    match error {
+        WriteError::QueueFull => ApiError::Unavailable {
+            message: "the service is overloaded; nothing was stored, retry later".to_owned(),
+            retry_after,
+        },
+        WriteError::Unavailable(_) => ApiError::Unavailable {
+            message: "the database is unavailable; nothing was stored, retry later".to_owned(),
+            retry_after,
+        },
+        WriteError::ShuttingDown => ApiError::Unavailable {
+            message: "the service is restarting; nothing was stored, retry later".to_owned(),
+            retry_after: 1,
+        },
+        WriteError::Failed(_) => ApiError::Internal,
+    }
+}
+
+fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
+    let value = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
+        Ok(())
+    } else if essence.is_empty() {
+        Err(ApiError::UnsupportedMediaType(
+            "missing Content-Type; send Content-Type: application/json".to_owned(),
+        ))
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type {:?} is not supported; send application/json",
+            truncate(&essence)
+        )))
+    }
+}
+
+fn content_encoding_is_gzip(req: &HttpRequest) -> Result<bool, ApiError> {
+    let Some(value) = req.headers().get(header::CONTENT_ENCODING) else {
+        return Ok(false);
+    };
+    let value = value.to_str().unwrap_or("").trim().to_ascii_lowercase();
+    match value.as_str() {
+        "" | "identity" => Ok(false),
+        "gzip" | "x-gzip" => Ok(true),
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Encoding {:?} is not supported; send gzip or no encoding",
+            truncate(other)
+        ))),
+    }
+}
+
+fn truncate(text: &str) -> &str {
+    match text.char_indices().nth(64) {
+        Some((cut, _)) => &text[..cut],
+        None => text,
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::PayloadTooLarge(format!(
+        "the body is larger than {limit} bytes; send fewer events per request"
+    ))
+}
+
+/// Reads the body up to `limit` bytes, refusing early when Content-Length already says more.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(limit));
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(8 * 1024).min(limit));
+    // A client that stops sending mid-body must not hold a connection forever.
+    let read = async {
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::BadBody(format!("could not read the body: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(too_large(limit));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .map_err(|_| ApiError::BadBody("timed out reading the body".to_owned()))??;
+    Ok(body)
+}
+
+/// Decompresses a gzip body, refusing it as soon as it grows past `limit` (a gzip bomb is
+/// never inflated in full).
+fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::with_capacity((body.len() * 4).min(limit));
+    flate2::read::MultiGzDecoder::new(body)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ApiError::BadBody(format!("the body is not valid gzip: {e}")))?;
+    if out.len() > limit {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the body is larger than {limit} bytes once decompressed"
+        )));
+    }
+    Ok(out)
+}

@@ -1,0 +1,335 @@
+//! Building and running the application: the HTTP server on an already-bound listener (so
+//! tests can use port 0), the write batcher, the outbox publisher and the relay — and taking
+//! them down in the right order.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use actix_cors::Cors;
+use actix_web::dev::{Server, ServerHandle, Service};
+use actix_web::{App, HttpResponse, HttpServer, web};
+use anyhow::Context;
+use interaction_bus::{BusConfig, Publisher};
+use interaction_core::{Limits, RatingMap};
+use interaction_store::{Store, StoreConfig};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::sync::{Notify, mpsc, watch};
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::auth::ApiKeys;
+use crate::batcher::{Batcher, BatcherConfig, Writers};
+use crate::config::Config;
+use crate::relay::RelayConfig;
+use crate::state::{AppState, rate_limiter};
+use crate::{docs, ingest, ops};
+
+/// Chunks waiting for the publisher; beyond this they are left to the relay.
+const PUBLISH_QUEUE: usize = 4096;
+
+/// A running (not yet awaited) ingest-api.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+    writers: Writers,
+    outbox: tokio::task::JoinHandle<()>,
+    relay: tokio::task::JoinHandle<()>,
+    stop_relay: watch::Sender<bool>,
+    publisher: Publisher,
+    shutdown: Arc<Notify>,
+    shutdown_timeout: Duration,
+}
+
+/// Asks a running application to stop gracefully.
+#[derive(Clone)]
+pub struct ShutdownHandle(Arc<Notify>);
+
+impl ShutdownHandle {
+    /// Begins a graceful shutdown.
+    pub fn shutdown(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// The process-wide metrics recorder (one per process, whatever the number of apps).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                log::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            let upkeep = handle.clone();
+            std::thread::spawn(move || {
+                loop {
+                    // Histograms are summarized lazily; keep their memory bounded.
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            });
+            handle
+        })
+        .clone()
+}
+
+/// Loads the rating map: the built-in profiles, with the file applied when one is set.
+pub fn load_rating_map(config: &Config) -> anyhow::Result<RatingMap> {
+    let path = config.rating_map_file.trim();
+    if path.is_empty() {
+        return Ok(RatingMap::builtin());
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading RATING_MAP_FILE {path}"))?;
+    RatingMap::from_toml(&text).with_context(|| format!("in RATING_MAP_FILE {path}"))
+}
+
+/// The store the configuration describes.
+pub fn store(config: &Config) -> anyhow::Result<Store> {
+    let mut store_config = StoreConfig::new(config.database_url.clone());
+    store_config.max_connections = config.database_max_connections;
+    store_config.acquire_timeout = config.database_timeout;
+    Ok(Store::new(&store_config)?)
+}
+
+impl Application {
+    /// Validates the configuration, runs migrations (unless disabled), connects, and binds
+    /// `config.ingest_addr`.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.ingest_addr)
+            .with_context(|| format!("binding INGEST_ADDR {}", config.ingest_addr))?;
+        Self::build_with_listener(config, listener).await
+    }
+
+    /// Like [`Self::build`], on a listener the caller bound.
+    pub async fn build_with_listener(
+        config: Config,
+        listener: TcpListener,
+    ) -> anyhow::Result<Self> {
+        let keys = ApiKeys::parse(&config.api_keys).map_err(anyhow::Error::msg)?;
+        let rating = load_rating_map(&config)?;
+        let limits = Limits {
+            max_future_skew: chrono::TimeDelta::from_std(config.max_future_skew)?,
+            max_age: (!config.max_event_age.is_zero())
+                .then(|| chrono::TimeDelta::from_std(config.max_event_age))
+                .transpose()?,
+            max_batch_events: config.max_batch_events,
+        };
+        let store = store(&config)?;
+        if config.migrate_on_start {
+            let applied = store
+                .migrate()
+                .await
+                .context("applying database migrations")?;
+            if !applied.is_empty() {
+                log::info!("applied migrations: {}", applied.join(", "));
+            }
+        }
+        let publisher = Publisher::start(BusConfig {
+            confirm_timeout: config.publish_confirm_timeout,
+            ..BusConfig::new(config.amqp_url.clone(), config.amqp_prefix.clone())
+        });
+        let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let outbox = crate::outbox::start(publisher.clone(), store.clone(), publish_rx);
+        let (batcher, writers) = Batcher::start(
+            store.clone(),
+            publish_tx,
+            BatcherConfig {
+                max_events: config.write_batch_events.max(1),
+                linger: config.write_linger,
+                writers: config.writers.max(1),
+                queue_events: config.write_queue_events.max(1),
+                queue_timeout: config.write_queue_timeout,
+            },
+        );
+        let (stop_relay, relay_stopped) = watch::channel(false);
+        let relay = crate::relay::start(
+            store.clone(),
+            publisher.clone(),
+            RelayConfig {
+                interval: config.relay_interval,
+                after: config.relay_after,
+                lease: (config.publish_confirm_timeout * 4).max(Duration::from_secs(30)),
+                batch: 100,
+            },
+            relay_stopped,
+        );
+
+        let state = web::Data::new(AppState {
+            keys,
+            limiter: rate_limiter(config.rate_limit_rps, config.rate_limit_burst),
+            rating,
+            limits,
+            batcher,
+            store,
+            publisher: publisher.clone(),
+            body_limit: config.body_limit_bytes,
+            decompressed_limit: config.decompressed_limit_bytes,
+            retry_after: config.retry_after_seconds,
+            started: Instant::now(),
+            metrics: metrics_handle(),
+            stopping: AtomicBool::new(false),
+        });
+
+        let port = listener.local_addr()?.port();
+        let origins: Vec<String> = config
+            .cors_allowed_origins
+            .split(',')
+            .map(|o| o.trim().to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
+        let openapi = docs::ApiDoc::openapi();
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .wrap(cors(&origins))
+                .wrap_fn(|req, service| {
+                    let started = Instant::now();
+                    let response = service.call(req);
+                    async move {
+                        let response = response.await?;
+                        let route = response
+                            .request()
+                            .match_pattern()
+                            .unwrap_or_else(|| "unmatched".to_owned());
+                        let status = response.status().as_u16().to_string();
+                        metrics::counter!("http_requests_total", "route" => route.clone(), "status" => status)
+                            .increment(1);
+                        metrics::histogram!("http_request_duration_seconds", "route" => route)
+                            .record(started.elapsed().as_secs_f64());
+                        Ok(response)
+                    }
+                })
+                .route("/api/v1/logs", web::post().to(ingest::logs))
+                .route("/interact/batch", web::post().to(ingest::logs))
+                .route("/api/v1/log", web::post().to(ingest::log_one))
+                .route("/interact", web::post().to(ingest::log_one))
+                .route("/health", web::get().to(ops::health))
+                .route("/livez", web::get().to(ops::livez))
+                .route("/readyz", web::get().to(ops::readyz))
+                .route("/metrics", web::get().to(ops::metrics))
+                .service(web::redirect("/docs", "/docs/"))
+                .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
+                .default_service(web::to(not_found))
+        })
+        .listen(listener)?
+        // We handle signals ourselves, to drain the batcher and publisher after the server.
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_timeout.as_secs().max(1));
+        if config.http_workers > 0 {
+            server = server.workers(config.http_workers);
+        }
+        Ok(Self {
+            port,
+            server: server.run(),
+            state,
+            writers,
+            outbox,
+            relay,
+            stop_relay,
+            publisher,
+            shutdown: Arc::new(Notify::new()),
+            shutdown_timeout: config.shutdown_timeout,
+        })
+    }
+
+    /// The port the API listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle that stops the application gracefully.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shutdown.clone())
+    }
+
+    /// Serves until SIGTERM/SIGINT or [`ShutdownHandle::shutdown`], then stops in order: stop
+    /// accepting and finish in-flight requests (each waits for its commit); write what is
+    /// queued; publish what was committed; stop the relay; close the broker connection.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle: ServerHandle = self.server.handle();
+        let mut server = tokio::spawn(self.server);
+        let stopped_early = tokio::select! {
+            result = &mut server => Some(result),
+            _ = self.shutdown.notified() => None,
+            _ = termination() => None,
+        };
+        if let Some(result) = stopped_early {
+            result??;
+            anyhow::bail!("the HTTP server stopped by itself");
+        }
+        log::info!("shutting down: finishing in-flight requests");
+        self.state.stopping.store(true, Ordering::Relaxed);
+        handle.stop(true).await;
+        let _ = server.await;
+        let drain = async {
+            self.writers.shutdown().await;
+            // The writers held the last senders of the publish queue: the outbox now drains.
+            let _ = self.outbox.await;
+            let _ = self.stop_relay.send(true);
+            let _ = self.relay.await;
+        };
+        if tokio::time::timeout(self.shutdown_timeout, drain)
+            .await
+            .is_err()
+        {
+            log::warn!("shutdown timed out; unpublished chunks stay for the relay");
+        }
+        self.publisher.close().await;
+        log::info!("stopped");
+        Ok(())
+    }
+}
+
+fn cors(origins: &[String]) -> Cors {
+    let cors = Cors::default()
+        .allowed_methods(["GET", "POST", "OPTIONS"])
+        .allowed_headers([
+            "content-type",
+            "content-encoding",
+            "x-api-key",
+            "authorization",
+        ])
+        .max_age(3600);
+    if origins.iter().any(|o| o == "*") {
+        return cors.allow_any_origin();
+    }
+    origins
+        .iter()
+        .fold(cors, |cors, origin| cors.allowed_origin(origin))
+}
+
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(serde_json::json!({
+        "status": "error",
+        "message": "no such endpoint; see /docs",
+    }))
+}
+
+/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+async fn termination() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

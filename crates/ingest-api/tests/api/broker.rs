@@ -1,0 +1,157 @@
+//! The outbox: what reaches RabbitMQ, and that nothing is lost while it is away.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Proxy, TestApp, wait_until};
+use crate::ingest::event;
+
+#[tokio::test]
+async fn a_published_envelope_decodes_to_the_stored_events() {
+    let app = TestApp::spawn().await;
+    app.wait_for_broker().await;
+    let mut first = event("u1");
+    first["eventId"] = json!("evt-1");
+    let response = app.post("/api/v1/logs", &json!([first, event("u2")])).await;
+    assert_eq!(response.status(), 202);
+
+    let envelopes = app.published().await;
+    assert_eq!(envelopes.len(), 1);
+    let envelope = &envelopes[0];
+    assert_eq!((envelope.version, envelope.tenant.as_str()), (1, "acme"));
+    let stored: Vec<_> = app
+        .store
+        .chunk_events(envelope.chunk_id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.to_event().unwrap())
+        .collect();
+    assert_eq!(envelope.events, stored);
+    assert_eq!(envelope.events[0].event_id.as_deref(), Some("evt-1"));
+    assert_eq!(
+        app.store
+            .chunk_state(envelope.chunk_id)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("published")
+    );
+}
+
+#[tokio::test]
+async fn with_the_broker_away_events_are_still_accepted_and_the_relay_publishes_them_later() {
+    let proxy = Proxy::start("127.0.0.1:5672", false).await;
+    let app = TestApp::spawn_with(|c| {
+        c.amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port);
+    })
+    .await;
+
+    let response = app
+        .post("/api/v1/logs", &json!([event("u1"), event("u2")]))
+        .await;
+    assert_eq!(response.status(), 202, "the broker is not needed to accept");
+    let health = app.client.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 500);
+    let health: Value = health.json().await.unwrap();
+    assert_eq!(
+        (health["rabbitmq"].as_bool(), health["database"].as_bool()),
+        (Some(false), Some(true))
+    );
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["pending_interactions"], 2);
+    assert_eq!(app.store.unpublished_chunk_count().await.unwrap(), 1);
+
+    proxy.restore();
+    app.wait_for_broker().await;
+    let envelopes = app.published().await;
+    assert_eq!(envelopes.iter().map(|e| e.events.len()).sum::<usize>(), 2);
+}
+
+#[tokio::test]
+async fn a_broker_outage_mid_run_loses_nothing() {
+    let proxy = Proxy::start("127.0.0.1:5672", true).await;
+    let app = TestApp::spawn_with(|c| {
+        c.amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port);
+    })
+    .await;
+    app.wait_for_broker().await;
+    assert_eq!(
+        app.post("/api/v1/log", &event("before")).await.status(),
+        202
+    );
+    app.wait_until("the first chunk to be published", async || {
+        (app.store.unpublished_chunk_count().await.ok()? == 0).then_some(())
+    })
+    .await;
+
+    proxy.cut();
+    wait_until("the app to notice the broker is gone", async || {
+        let health: Value = app
+            .client
+            .get(app.url("/health"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (health["rabbitmq"] == false).then_some(())
+    })
+    .await;
+    for i in 0..5 {
+        let response = app.post("/api/v1/log", &event(&format!("during{i}"))).await;
+        assert_eq!(response.status(), 202);
+    }
+    proxy.restore();
+    app.wait_for_broker().await;
+    let envelopes = app.published().await;
+    let subscribers: Vec<String> = envelopes
+        .iter()
+        .flat_map(|e| e.events.iter().map(|ev| ev.interaction.subscriber.clone()))
+        .collect();
+    assert_eq!(subscribers.len(), 6, "{subscribers:?}");
+    for i in 0..5 {
+        assert!(subscribers.contains(&format!("during{i}")));
+    }
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_answers_in_flight_requests_and_publishes_what_it_stored() {
+    let mut app = TestApp::spawn_with(|c| c.write_linger = Duration::from_millis(50)).await;
+    app.wait_for_broker().await;
+    let client = app.client.clone();
+    let url = app.url("/api/v1/log");
+    let sends: Vec<_> = (0..50)
+        .map(|i| {
+            let request = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("x-api-key", crate::helpers::ACME_KEY)
+                .json(&event(&format!("u{i}")));
+            tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let store = app.store.clone();
+    let accepted_before_stop = {
+        app.shutdown.shutdown();
+        let mut accepted = 0;
+        for send in sends {
+            match send.await.unwrap() {
+                Ok(202) => accepted += 1,
+                Ok(503) | Err(_) => {} // refused while stopping: the client retries
+                Ok(other) => panic!("unexpected status {other}"),
+            }
+        }
+        accepted
+    };
+    // Every 202 is stored, and everything stored was published before the app stopped.
+    assert_eq!(
+        store.pending_event_count().await.unwrap(),
+        accepted_before_stop
+    );
+    app.stopped_within(Duration::from_secs(20)).await;
+    assert_eq!(store.unpublished_chunk_count().await.unwrap(), 0);
+}

@@ -1,0 +1,291 @@
+//! Starting an app per test, and the tools to look at what it did.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use ingest_api::{Application, Cli, Config, ShutdownHandle};
+use interaction_bus::{Envelope, Topology};
+use interaction_store::Store;
+use interaction_store::testing::TestDatabase;
+use lapin::options::BasicGetOptions;
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+pub(crate) const ACME_KEY: &str = "acme-key-0123456789";
+pub(crate) const GLOBEX_KEY: &str = "globex-key-9876543210";
+
+pub(crate) fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A configuration for tests: everything on loopback, fast relay, a fresh prefix.
+pub(crate) fn test_config(database_url: &str) -> Config {
+    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let mut config = Cli::try_parse_from([
+        "ingest-api",
+        "--database-url",
+        database_url,
+        "--api-keys",
+        &format!("acme:{ACME_KEY},globex:{GLOBEX_KEY}"),
+    ])
+    .unwrap()
+    .config;
+    config.amqp_url = amqp_url();
+    config.amqp_prefix = prefix;
+    config.ingest_addr = "127.0.0.1:0".parse().unwrap();
+    config.http_workers = 2;
+    config.relay_interval = Duration::from_millis(200);
+    config.relay_after = Duration::from_millis(500);
+    config.publish_confirm_timeout = Duration::from_secs(2);
+    config.database_timeout = Duration::from_secs(2);
+    config.rating_map_file = String::new();
+    config.cors_allowed_origins = "https://app.example.com".into();
+    config.shutdown_timeout = Duration::from_secs(10);
+    config.rate_limit_rps = 0;
+    config
+}
+
+/// A running app, its database and its queues; all removed on drop.
+pub(crate) struct TestApp {
+    pub(crate) address: String,
+    pub(crate) client: reqwest::Client,
+    pub(crate) store: Store,
+    pub(crate) topology: Topology,
+    pub(crate) shutdown: ShutdownHandle,
+    pub(crate) stopped: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _db: Option<TestDatabase>,
+}
+
+impl TestApp {
+    /// Starts an app on a fresh database with the default test configuration.
+    pub(crate) async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Starts an app on a fresh, migrated database after `adjust` changes its configuration.
+    pub(crate) async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let (db, store) = TestDatabase::migrated().await;
+        let mut config = test_config(&db.url);
+        adjust(&mut config);
+        Self::start(config, store, Some(db)).await
+    }
+
+    /// Starts an app on the given configuration (its database may be unreachable).
+    pub(crate) async fn start(config: Config, store: Store, db: Option<TestDatabase>) -> Self {
+        let topology = Topology::new(config.amqp_prefix.clone());
+        let listener = TcpListener::bind(config.ingest_addr).unwrap();
+        let app = Application::build_with_listener(config, listener)
+            .await
+            .unwrap();
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let shutdown = app.shutdown_handle();
+        let stopped = tokio::spawn(app.run_until_stopped());
+        Self {
+            address,
+            client: reqwest::Client::new(),
+            store,
+            topology,
+            shutdown,
+            stopped,
+            _db: db,
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// POSTs JSON with acme's key.
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.post_raw(
+            path,
+            serde_json::to_vec(body).unwrap(),
+            &[
+                ("content-type", "application/json"),
+                ("x-api-key", ACME_KEY),
+            ],
+        )
+        .await
+    }
+
+    pub(crate) async fn post_raw(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self.client.post(self.url(path)).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Waits until the app's publisher is connected (its /health says rabbitmq: true).
+    pub(crate) async fn wait_for_broker(&self) {
+        self.wait_until("the broker connection", async || {
+            let health: Value = self
+                .client
+                .get(self.url("/health"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            health["rabbitmq"].as_bool().filter(|up| *up)
+        })
+        .await;
+    }
+
+    /// Polls `check` until it returns Some, for at most 20 s.
+    pub(crate) async fn wait_until<T>(&self, what: &str, check: impl AsyncFn() -> Option<T>) -> T {
+        wait_until(what, check).await
+    }
+
+    /// Waits until every stored chunk is confirmed by the broker, then takes the envelopes
+    /// off the forward queue, sorted by chunk.
+    pub(crate) async fn published(&self) -> Vec<Envelope> {
+        self.wait_until("every chunk to be published", async || {
+            (self.store.unpublished_chunk_count().await.ok()? == 0).then_some(())
+        })
+        .await;
+        let mut envelopes = self.take_forwarded().await;
+        envelopes.sort_by_key(|e| e.chunk_id);
+        envelopes
+    }
+
+    /// Every envelope in the forward queue, taken off it.
+    pub(crate) async fn take_forwarded(&self) -> Vec<Envelope> {
+        let connection = interaction_bus::connect(&amqp_url()).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let mut envelopes = Vec::new();
+        while let Some(message) = channel
+            .basic_get(
+                self.topology.forward_queue().as_str().into(),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+        {
+            envelopes.push(Envelope::decode(&message.delivery.data).unwrap());
+        }
+        let _ = connection.close(200, "done".into()).await;
+        envelopes
+    }
+
+    /// Waits for an app that was asked to stop; panics if it does not stop in time or fails.
+    pub(crate) async fn stopped_within(&mut self, limit: Duration) {
+        let result = tokio::time::timeout(limit, &mut self.stopped)
+            .await
+            .expect("the app stops in time");
+        result.unwrap().unwrap();
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.shutdown();
+        self.stopped.abort();
+        let topology = self.topology.clone();
+        // Drop cannot await; remove the queues from a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let connection = interaction_bus::connect(&amqp_url()).await.ok()?;
+                let channel = connection.create_channel().await.ok()?;
+                interaction_bus::delete_topology(&channel, &topology)
+                    .await
+                    .ok()?;
+                connection.close(200, "cleanup".into()).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// Polls `check` until it returns Some, for at most 20 s.
+pub(crate) async fn wait_until<T>(what: &str, check: impl AsyncFn() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A TCP proxy on loopback that the test can cut and restore, standing between the app and
+/// a shared service (so the machine's real broker or database is never stopped).
+pub(crate) struct Proxy {
+    pub(crate) port: u16,
+    up: Arc<AtomicBool>,
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Starts a proxy to `target`, up or down.
+    pub(crate) async fn start(target: &str, up: bool) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(up));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let generation = Arc::new(generation);
+        let target = target.to_owned();
+        let (flag, cut) = (up.clone(), generation.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !flag.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is closed at once
+                }
+                let mut cut = cut.subscribe();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            up,
+            generation,
+            task,
+        }
+    }
+
+    /// Refuses new connections and cuts the open ones.
+    pub(crate) fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Lets connections through again.
+    pub(crate) fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut();
+    }
+}

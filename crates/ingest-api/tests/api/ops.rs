@@ -1,0 +1,184 @@
+//! Health, readiness, metrics and docs; and behaviour with the database away.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::{Proxy, TestApp, test_config};
+use crate::ingest::event;
+
+#[tokio::test]
+async fn health_reports_ok_with_the_spec_fields_when_everything_is_up() {
+    let app = TestApp::spawn().await;
+    app.wait_for_broker().await;
+    assert_eq!(app.post("/api/v1/log", &event("u")).await.status(), 202);
+    let response = app.client.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let health: Value = response.json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["rabbitmq"], true);
+    assert_eq!(health["database"], true);
+    assert_eq!(
+        health["pending_interactions"], 1,
+        "stored, not yet forwarded"
+    );
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(health["documentation"], "/docs");
+    assert!(health["uptime"].is_u64());
+    for probe in ["/livez", "/readyz"] {
+        assert_eq!(
+            app.client
+                .get(app.url(probe))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200,
+            "{probe}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_the_database_away_ingest_answers_503_and_health_says_so() {
+    let proxy = Proxy::start("127.0.0.1:5432", true).await;
+    let app = TestApp::spawn_with(|c| {
+        c.database_url = c
+            .database_url
+            .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
+        c.database_timeout = Duration::from_millis(500);
+    })
+    .await;
+    assert_eq!(
+        app.post("/api/v1/log", &event("before")).await.status(),
+        202
+    );
+
+    proxy.cut();
+    let response = app
+        .post("/api/v1/logs", &serde_json::json!([event("during")]))
+        .await;
+    assert_eq!(response.status(), 503, "never 2xx without a commit");
+    assert_eq!(response.headers()["retry-after"], "5");
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("database is unavailable"),
+        "{body}"
+    );
+
+    let health = app.client.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 500);
+    let health: Value = health.json().await.unwrap();
+    assert_eq!(
+        (
+            health["database"].as_bool(),
+            health["pending_interactions"].is_null()
+        ),
+        (Some(false), true)
+    );
+    assert_eq!(
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(
+        app.client
+            .get(app.url("/livez"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    proxy.restore();
+    app.wait_until("ingest to recover", async || {
+        (app.post("/api/v1/log", &event("after")).await.status() == 202).then_some(())
+    })
+    .await;
+    // `app.store` talks to the database directly: exactly the acknowledged events are there.
+    let stored = app.store.pending_event_count().await.unwrap();
+    assert!(stored >= 2, "{stored}");
+}
+
+#[tokio::test]
+async fn an_app_whose_database_is_unreachable_from_the_start_still_serves_503s() {
+    let db_url = "postgres://postgres@127.0.0.1:1/nowhere";
+    let mut config = test_config(db_url);
+    config.migrate_on_start = false;
+    config.database_timeout = Duration::from_millis(300);
+    let store = ingest_api::startup::store(&config).unwrap();
+    let app = TestApp::start(config, store, None).await;
+    let response = app.post("/api/v1/log", &event("u")).await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let health = app.client.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 500);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_and_events() {
+    let app = TestApp::spawn().await;
+    assert_eq!(
+        app.post("/api/v1/logs", &serde_json::json!([event("a"), 5]))
+            .await
+            .status(),
+        202
+    );
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "http_requests_total",
+        "ingest_events_stored_total",
+        "ingest_events_invalid_total",
+        "ingest_db_write_seconds",
+        "ingest_write_batch_events",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    assert!(text.contains(r#"route="/api/v1/logs""#), "{text}");
+}
+
+#[tokio::test]
+async fn the_api_documents_itself_offline() {
+    let app = TestApp::spawn().await;
+    let openapi: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/api/v1/logs",
+        "/api/v1/log",
+        "/health",
+        "/livez",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(openapi["paths"][path].is_object(), "{path} undocumented");
+    }
+    assert!(openapi["components"]["schemas"]["InteractionInput"].is_object());
+    assert!(openapi["components"]["securitySchemes"]["api_key"].is_object());
+    let page = app.client.get(app.url("/docs")).send().await.unwrap();
+    assert_eq!(page.status(), 200, "redirected to /docs/");
+    let html = page.text().await.unwrap();
+    assert!(html.to_lowercase().contains("swagger"), "{html}");
+}

@@ -1,0 +1,254 @@
+//! Protocol hygiene: keys, content types, sizes, compression, rate limits, CORS, unknown routes.
+
+use std::io::Write;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{ACME_KEY, TestApp};
+use crate::ingest::event;
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2_encoder();
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn flate2_encoder() -> flate2::write::GzEncoder<Vec<u8>> {
+    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default())
+}
+
+async fn error_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "error", "{body}");
+    (status, body)
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_key_get_401_and_store_nothing() {
+    let app = TestApp::spawn().await;
+    let body = serde_json::to_vec(&event("u")).unwrap();
+    for headers in [
+        vec![("content-type", "application/json")],
+        vec![("content-type", "application/json"), ("x-api-key", "wrong")],
+        vec![
+            ("content-type", "application/json"),
+            ("authorization", "Bearer wrong"),
+        ],
+        vec![
+            ("content-type", "application/json"),
+            ("authorization", &format!("Basic {ACME_KEY}")),
+        ],
+    ] {
+        let response = app.post_raw("/api/v1/log", body.clone(), &headers).await;
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        let (status, body) = error_of(response).await;
+        assert_eq!(status, 401, "{headers:?}");
+        assert!(body["message"].as_str().unwrap().contains("X-API-Key"));
+    }
+    let bearer = format!("Bearer {ACME_KEY}");
+    let response = app
+        .post_raw(
+            "/api/v1/log",
+            body,
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &bearer),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 202, "Bearer works too");
+    assert_eq!(app.store.pending_event_count().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn only_json_is_accepted_415_otherwise() {
+    let app = TestApp::spawn().await;
+    let body = serde_json::to_vec(&event("u")).unwrap();
+    for (content_type, ok) in [
+        (Some("application/json"), true),
+        (Some("application/json; charset=utf-8"), true),
+        (Some("Application/JSON"), true),
+        (Some("application/vnd.events+json"), true),
+        (Some("text/plain"), false),
+        (Some("application/x-www-form-urlencoded"), false),
+        (None, false),
+    ] {
+        let mut headers = vec![("x-api-key", ACME_KEY)];
+        if let Some(ct) = content_type {
+            headers.push(("content-type", ct));
+        }
+        let response = app.post_raw("/api/v1/log", body.clone(), &headers).await;
+        if ok {
+            assert_eq!(response.status(), 202, "{content_type:?}");
+        } else {
+            let (status, body) = error_of(response).await;
+            assert_eq!(status, 415, "{content_type:?}");
+            assert!(
+                body["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("application/json")
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn gzip_bodies_are_accepted_within_a_decompressed_cap() {
+    let app = TestApp::spawn_with(|c| c.decompressed_limit_bytes = 64 * 1024).await;
+    let batch = serde_json::to_vec(&json!([event("a"), event("b")])).unwrap();
+    let headers = [
+        ("content-type", "application/json"),
+        ("x-api-key", ACME_KEY),
+        ("content-encoding", "gzip"),
+    ];
+    let response = app.post_raw("/api/v1/logs", gzip(&batch), &headers).await;
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.json::<Value>().await.unwrap()["count"], 2);
+
+    // A gzip bomb: 1 KiB on the wire, far over the cap once inflated.
+    let bomb = gzip(&vec![b' '; 8 * 1024 * 1024]);
+    assert!(bomb.len() < 16 * 1024);
+    let (status, body) = error_of(app.post_raw("/api/v1/logs", bomb, &headers).await).await;
+    assert_eq!(status, 413);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("once decompressed")
+    );
+
+    let (status, body) = error_of(
+        app.post_raw("/api/v1/logs", b"not gzip".to_vec(), &headers)
+            .await,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body["message"].as_str().unwrap().contains("not valid gzip"));
+
+    let brotli = [
+        ("content-type", "application/json"),
+        ("x-api-key", ACME_KEY),
+        ("content-encoding", "br"),
+    ];
+    let (status, _) = error_of(app.post_raw("/api/v1/logs", batch, &brotli).await).await;
+    assert_eq!(status, 415);
+}
+
+#[tokio::test]
+async fn oversized_bodies_and_batches_get_413() {
+    let app = TestApp::spawn_with(|c| {
+        c.body_limit_bytes = 4096;
+        c.max_batch_events = 5;
+    })
+    .await;
+    let big = serde_json::to_vec(&json!([{"comment": "x".repeat(5000)}])).unwrap();
+    let (status, body) = error_of(
+        app.post_raw(
+            "/api/v1/logs",
+            big,
+            &[
+                ("content-type", "application/json"),
+                ("x-api-key", ACME_KEY),
+            ],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 413);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("larger than 4096 bytes")
+    );
+
+    let six: Vec<Value> = (0..6).map(|i| event(&format!("u{i}"))).collect();
+    let (status, body) = error_of(app.post("/api/v1/logs", &json!(six)).await).await;
+    assert_eq!(status, 413);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than 5 events")
+    );
+    assert_eq!(app.store.pending_event_count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_key_over_its_rate_gets_429_with_retry_after_and_others_are_unaffected() {
+    let app = TestApp::spawn_with(|c| {
+        c.rate_limit_rps = 1;
+        c.rate_limit_burst = 2;
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(app.post("/api/v1/log", &event("u")).await);
+    }
+    assert_eq!(statuses[0].status(), 202);
+    assert_eq!(statuses[1].status(), 202);
+    let limited = statuses.pop().unwrap();
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let (status, _) = error_of(limited).await;
+    assert_eq!(status, 429);
+    let other = app
+        .post_raw(
+            "/api/v1/log",
+            serde_json::to_vec(&event("u")).unwrap(),
+            &[
+                ("content-type", "application/json"),
+                ("x-api-key", crate::helpers::GLOBEX_KEY),
+            ],
+        )
+        .await;
+    assert_eq!(other.status(), 202);
+}
+
+#[tokio::test]
+async fn browsers_from_allowed_origins_pass_cors_preflight() {
+    let app = TestApp::spawn().await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/api/v1/logs"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type,x-api-key")
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.unwrap();
+    assert!(allowed.status().is_success());
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let refused = preflight("https://evil.example.net").await.unwrap();
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_refused_in_json() {
+    let app = TestApp::spawn().await;
+    let response = app.client.get(app.url("/nope")).send().await.unwrap();
+    let (status, body) = error_of(response).await;
+    assert_eq!(status, 404);
+    assert!(body["message"].as_str().unwrap().contains("/docs"));
+    let response = app
+        .client
+        .get(app.url("/api/v1/logs"))
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(response.status().as_u16(), 404 | 405));
+}
