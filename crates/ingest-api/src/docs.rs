@@ -4,9 +4,12 @@
 //! `interaction_core`'s normalizer, which accepts exactly what these describe.
 #![allow(dead_code)] // fields are read by the schema derive, never by code
 
+use interaction_core::{Device, InteractionType};
 use serde::Serialize;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 /// One interaction event as a client sends it. Unknown fields are refused.
 #[derive(Serialize, ToSchema)]
@@ -31,8 +34,8 @@ pub struct InteractionInput {
     /// The content or product; 1–256 characters.
     asset_id: String,
     /// The interaction type (any ASCII case). Required unless `action` is sent.
-    #[schema(value_type = Option<String>, example = "play_complete")]
-    interaction: Option<InteractionTypeDoc>,
+    #[schema(value_type = Option<InteractionTypeDoc>, example = "play_complete")]
+    interaction: Option<String>,
     /// -1.0 to 1.0. Omit it to use the tenant profile's default for `interaction`.
     #[schema(minimum = -1.0, maximum = 1.0)]
     rating_equivalent: Option<f64>,
@@ -60,45 +63,47 @@ pub struct InteractionInput {
 #[derive(Serialize, ToSchema)]
 pub struct SettingInput {
     /// `web`, `android_app` or `ios_app`.
-    device: DeviceDoc,
+    #[schema(value_type = DeviceDoc)]
+    device: String,
 }
 
-/// Interaction types.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum InteractionTypeDoc {
-    /// Shown on screen.
-    #[serde(rename = "recommendationImpression")]
-    RecommendationImpression,
-    /// Clicked or saved.
-    Select,
-    /// Playback started.
-    Play,
-    /// Mostly consumed.
-    PlayComplete,
-    /// Liked, disliked or reviewed.
-    Rate,
-    /// Removed from a list.
-    Deselect,
-    /// Shared.
-    Share,
-    /// Put in the cart.
-    AddToCart,
-    /// Bought.
-    Purchase,
+/// Builds a string schema whose allowed values come from the code's own list, so the
+/// documentation cannot drift from what the normalizer accepts.
+fn names_schema(description: &str, names: Vec<&'static str>) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .enum_values(Some(names))
+        .into()
 }
 
-/// Devices.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum DeviceDoc {
-    /// A browser.
-    Web,
-    /// The Android app.
-    AndroidApp,
-    /// The iOS app.
-    IosApp,
+/// Interaction types (any ASCII case on input).
+pub struct InteractionTypeDoc;
+
+impl PartialSchema for InteractionTypeDoc {
+    fn schema() -> RefOr<Schema> {
+        names_schema(
+            "An interaction type of the spec (matched ignoring ASCII case).",
+            InteractionType::ALL.iter().map(|t| t.as_str()).collect(),
+        )
+    }
 }
+
+impl ToSchema for InteractionTypeDoc {}
+
+/// Devices (any ASCII case on input).
+pub struct DeviceDoc;
+
+impl PartialSchema for DeviceDoc {
+    fn schema() -> RefOr<Schema> {
+        names_schema(
+            "The device (matched ignoring ASCII case).",
+            Device::ALL.iter().map(|d| d.as_str()).collect(),
+        )
+    }
+}
+
+impl ToSchema for DeviceDoc {}
 
 /// A batch: an array of events, or one event.
 #[derive(Serialize, ToSchema)]
@@ -107,7 +112,7 @@ pub enum BatchBody {
     /// Up to 1000 events (configurable).
     Many(Vec<InteractionInput>),
     /// A single event.
-    One(InteractionInput),
+    One(Box<InteractionInput>),
 }
 
 /// One problem of one item.
@@ -154,7 +159,7 @@ impl Modify for Security {
         crate::ops::readyz,
         crate::ops::metrics,
     ),
-    components(schemas(InteractionInput, SettingInput, BatchBody, ItemErrorDoc)),
+    components(schemas(InteractionInput, SettingInput, BatchBody, ItemErrorDoc, InteractionTypeDoc, DeviceDoc)),
     modifiers(&Security),
     tags(
         (name = "ingest", description = "Sending events"),

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Proxy, TestApp, wait_until};
+use crate::helpers::{Proxy, TestApp};
 use crate::ingest::event;
 
 #[tokio::test]
@@ -87,19 +87,7 @@ async fn a_broker_outage_mid_run_loses_nothing() {
     .await;
 
     proxy.cut();
-    wait_until("the app to notice the broker is gone", async || {
-        let health: Value = app
-            .client
-            .get(app.url("/health"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (health["rabbitmq"] == false).then_some(())
-    })
-    .await;
+    app.wait_for_broker_state(false).await;
     for i in 0..5 {
         let response = app.post("/api/v1/log", &event(&format!("during{i}"))).await;
         assert_eq!(response.status(), 202);

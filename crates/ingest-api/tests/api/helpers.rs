@@ -127,17 +127,15 @@ impl TestApp {
 
     /// Waits until the app's publisher is connected (its /health says rabbitmq: true).
     pub(crate) async fn wait_for_broker(&self) {
-        self.wait_until("the broker connection", async || {
-            let health: Value = self
-                .client
-                .get(self.url("/health"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            health["rabbitmq"].as_bool().filter(|up| *up)
+        self.wait_for_broker_state(true).await;
+    }
+
+    /// Waits until /health reports the broker connection as `up`.
+    pub(crate) async fn wait_for_broker_state(&self, up: bool) {
+        self.wait_until("the broker connection state", async || {
+            let response = self.client.get(self.url("/health")).send().await.ok()?;
+            let health: Value = response.json().await.ok()?;
+            (health["rabbitmq"].as_bool() == Some(up)).then_some(())
         })
         .await;
     }

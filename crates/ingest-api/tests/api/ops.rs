@@ -176,6 +176,17 @@ async fn the_api_documents_itself_offline() {
         assert!(openapi["paths"][path].is_object(), "{path} undocumented");
     }
     assert!(openapi["components"]["schemas"]["InteractionInput"].is_object());
+    // The documented enums are the code's own lists.
+    let types = openapi["components"]["schemas"]["InteractionTypeDoc"]["enum"].clone();
+    let expected: Vec<&str> = interaction_core::InteractionType::ALL
+        .iter()
+        .map(|t| t.as_str())
+        .collect();
+    assert_eq!(types, serde_json::json!(expected));
+    assert_eq!(
+        openapi["components"]["schemas"]["DeviceDoc"]["enum"],
+        serde_json::json!(["web", "android_app", "ios_app"])
+    );
     assert!(openapi["components"]["securitySchemes"]["api_key"].is_object());
     let page = app.client.get(app.url("/docs")).send().await.unwrap();
     assert_eq!(page.status(), 200, "redirected to /docs/");
