@@ -40,7 +40,7 @@ pub use envelope::{ENVELOPE_VERSION, Envelope};
 pub use error::{BusError, EnvelopeError, PublishError};
 pub use publisher::{APP_ID, BusConfig, Publisher, backoff_delay};
 pub use topology::{
-    DELIVERY_LIMIT, FORWARD_ROUTING_KEY, PARKED_ROUTING_KEY, RETRY_DELAYS, Topology,
+    DELIVERY_LIMIT, FORWARD_ROUTING_KEY, PARKED_ROUTING_KEY, RETRY_DELAYS, Route, Topology,
     declare_topology, delete_topology,
 };
 

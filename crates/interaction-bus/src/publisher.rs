@@ -38,12 +38,13 @@ use crate::{
     connect::{CONNECT_TIMEOUT, connect_named, redact_url},
     envelope::Envelope,
     error::{BusError, PublishError},
-    topology::{FORWARD_ROUTING_KEY, Topology, declare_topology},
+    topology::{Route, Topology, declare_topology},
 };
 use futures_util::{Stream, StreamExt};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection,
     options::{BasicPublishOptions, ConfirmSelectOptions},
+    types::{FieldTable, ShortString},
 };
 use std::{
     collections::HashMap,
@@ -177,7 +178,8 @@ struct Shared {
     /// The broker address without password, for logs.
     address: String,
     topology: Topology,
-    exchange: String,
+    /// Where [`Publisher::publish`] sends chunks.
+    forward: Route,
     /// The usable connection, if any. Read on every publish; written on (re)connect.
     live: RwLock<Option<Arc<Live>>>,
     /// Mirrors `live.is_some()`; lets `wait_connected` sleep until it changes.
@@ -256,7 +258,7 @@ impl Live {
 
     async fn publish(
         &self,
-        exchange: &str,
+        route: &Route,
         payload: &[u8],
         properties: BasicProperties,
         message_id: &str,
@@ -265,8 +267,13 @@ impl Live {
             let _order = self.send_order.lock().await;
             self.channel
                 .basic_publish(
-                    exchange.into(),
-                    FORWARD_ROUTING_KEY.into(),
+                    route.exchange.as_str().into(),
+                    ShortString::try_new(route.routing_key.clone()).map_err(|_| {
+                        PublishError::Broker(format!(
+                            "routing key {:?} is longer than 255 bytes",
+                            route.routing_key
+                        ))
+                    })?,
                     BasicPublishOptions {
                         // Unroutable must come back to us (basic.return), not vanish.
                         mandatory: true,
@@ -393,7 +400,7 @@ impl Publisher {
         let topology = Topology::new(config.prefix.clone());
         let shared = Arc::new(Shared {
             address: redact_url(&config.url),
-            exchange: topology.exchange(),
+            forward: topology.forward_route(),
             topology,
             config,
             live: RwLock::new(None),
@@ -458,6 +465,19 @@ impl Publisher {
     /// otherwise waits at most `confirm_timeout` in total. Any `Err` means "leave the chunk to
     /// the relay".
     pub async fn publish(&self, envelope: &Envelope) -> Result<(), PublishError> {
+        let route = self.shared.forward.clone();
+        self.publish_with(&route, envelope, FieldTable::default())
+            .await
+    }
+
+    /// Like [`Self::publish`], to any route and with extra headers (the forwarder uses it for
+    /// the retry queues, with an attempt counter, and for parking, with the reason).
+    pub async fn publish_with(
+        &self,
+        route: &Route,
+        envelope: &Envelope,
+        headers: FieldTable,
+    ) -> Result<(), PublishError> {
         let shared = &self.shared;
         // Count first, then check `closing`: `close` waits for every publish counted before
         // it set the flag, and every later one sees the flag.
@@ -476,12 +496,13 @@ impl Publisher {
             .with_delivery_mode(2)
             .with_message_id(message_id.as_str().into())
             .with_app_id(APP_ID.into())
-            .with_timestamp(unix_seconds());
+            .with_timestamp(unix_seconds())
+            .with_headers(headers);
 
         let timeout = shared.config.confirm_timeout;
         let outcome = tokio::time::timeout(
             timeout,
-            live.publish(&shared.exchange, &payload, properties, &message_id),
+            live.publish(route, &payload, properties, &message_id),
         )
         .await;
         match outcome {

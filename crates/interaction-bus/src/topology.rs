@@ -52,6 +52,15 @@ pub const RETRY_DELAYS: [Duration; 4] = [
     Duration::from_secs(10 * 60),
 ];
 
+/// Where a message is published: an exchange and a routing key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The exchange (`""` is the default exchange, which routes by queue name).
+    pub exchange: String,
+    /// The routing key.
+    pub routing_key: String,
+}
+
 /// The names of every exchange and queue, all under one prefix so that environments (and
 /// tests, with a `test-<uuid>` prefix) share a broker without seeing each other's messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +125,28 @@ impl Topology {
     /// `{prefix}.parked`: where failed work waits for an operator.
     pub fn parked_queue(&self) -> String {
         format!("{}.parked", self.prefix)
+    }
+
+    /// Where new chunks go: the events exchange, routing key `forward`.
+    pub fn forward_route(&self) -> Route {
+        Route {
+            exchange: self.exchange(),
+            routing_key: FORWARD_ROUTING_KEY.to_owned(),
+        }
+    }
+
+    /// Straight into one queue, through the default exchange (used for the retry queues,
+    /// which no exchange routes to, and for parking).
+    pub fn queue_route(queue: impl Into<String>) -> Route {
+        Route {
+            exchange: String::new(),
+            routing_key: queue.into(),
+        }
+    }
+
+    /// Straight into the parked queue.
+    pub fn parked_route(&self) -> Route {
+        Self::queue_route(self.parked_queue())
     }
 
     /// Every queue: forward, the retry queues, parked.

@@ -208,3 +208,60 @@ async fn close_lets_in_flight_publishes_finish_and_refuses_new_ones() {
     .await;
     assert_eq!(count, confirmed);
 }
+
+#[tokio::test]
+async fn publish_with_sends_to_the_named_queue_with_the_given_headers() {
+    use interaction_bus::Topology;
+    use interaction_bus::lapin::types::AMQPValue;
+    let test = TestTopology::new();
+    let publisher = Publisher::start(test.config());
+    assert!(publisher.wait_connected(CONNECT).await);
+
+    let mut headers = FieldTable::default();
+    headers.insert("x-attempt".into(), AMQPValue::LongLongInt(3));
+    let sent = envelope(7, 2);
+    publisher
+        .publish_with(&test.topology.parked_route(), &sent, headers)
+        .await
+        .unwrap();
+    let (retry_queue, _) = test.topology.retry_queues()[0].clone();
+    publisher
+        .publish_with(
+            &Topology::queue_route(retry_queue.clone()),
+            &sent,
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+
+    let (_connection, channel) = open_channel().await;
+    let parked = get_message(
+        &channel,
+        &test.topology.parked_queue(),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("the message is in the parked queue");
+    assert_eq!(Envelope::decode(&parked.delivery.data).unwrap(), sent);
+    let attempt = parked
+        .delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-attempt").cloned());
+    assert_eq!(attempt, Some(AMQPValue::LongLongInt(3)));
+    assert!(
+        get_message(&channel, &retry_queue, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "and the other in the retry queue"
+    );
+    let unroutable = Topology::queue_route("no-such-queue-anywhere");
+    assert_eq!(
+        publisher
+            .publish_with(&unroutable, &sent, FieldTable::default())
+            .await,
+        Err(PublishError::Returned)
+    );
+    publisher.close().await;
+}
