@@ -12,6 +12,7 @@
 //! bind-parameter limit) and the chunk row in the same statement.
 
 mod chunks;
+mod delivery;
 mod error;
 pub mod schema;
 #[cfg(feature = "test-support")]
@@ -29,6 +30,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub use chunks::{ChunkToPublish, InsertedChunk, StoredEvent};
+pub use delivery::{Failure, FailureRow, Purged};
 pub use error::StoreError;
 
 /// The schema migrations, compiled into the binary.

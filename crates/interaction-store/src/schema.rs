@@ -32,4 +32,5 @@ diesel::table! {
     }
 }
 
+// `event_failures` (JSONB) is written and read with SQL in `delivery.rs`.
 diesel::allow_tables_to_appear_in_same_query!(chunks, events);

@@ -34,7 +34,7 @@ async fn migrations_apply_once_and_then_have_nothing_to_do() {
     let db = TestDatabase::create().await;
     let store = Store::new(&StoreConfig::new(db.url.clone())).unwrap();
     let applied = store.migrate().await.unwrap();
-    assert_eq!(applied.len(), 1, "{applied:?}");
+    assert_eq!(applied.len(), 2, "{applied:?}");
     assert!(store.migrate().await.unwrap().is_empty());
     assert_eq!(store.pending_event_count().await.unwrap(), 0);
 }
@@ -287,4 +287,148 @@ async fn an_unreachable_database_is_reported_as_unavailable_quickly() {
         !format!("{store:?}").contains("127.0.0.1"),
         "no URL in Debug output"
     );
+}
+
+#[tokio::test]
+async fn forwarded_chunks_leave_the_pending_count_and_are_marked_once() {
+    let (_db, store) = TestDatabase::migrated().await;
+    let events = [event(1, None), event(2, None)];
+    let id = store
+        .insert_chunks(&[("t", events.iter().collect())])
+        .await
+        .unwrap()[0]
+        .chunk_id
+        .unwrap();
+    store.mark_published(&[id]).await.unwrap();
+    assert!(store.mark_forwarded(id).await.unwrap());
+    assert!(
+        !store.mark_forwarded(id).await.unwrap(),
+        "already forwarded"
+    );
+    assert_eq!(
+        store.chunk_state(id).await.unwrap().as_deref(),
+        Some("forwarded")
+    );
+    assert_eq!(store.pending_event_count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn failures_are_recorded_with_their_reason_and_mark_the_chunk_failed() {
+    use interaction_store::Failure;
+    let (_db, store) = TestDatabase::migrated().await;
+    let events = [event(1, Some("a")), event(2, None)];
+    let id = store
+        .insert_chunks(&[("t", events.iter().collect())])
+        .await
+        .unwrap()[0]
+        .chunk_id
+        .unwrap();
+    store
+        .record_failures(
+            id,
+            "t",
+            &[Failure {
+                event: &events[0],
+                reason: "400: bad asset".into(),
+                status: Some(400),
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.chunk_state(id).await.unwrap().as_deref(),
+        Some("failed")
+    );
+    let rows = store.failures(id).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].reason.as_str(), rows[0].status),
+        ("400: bad asset", Some(400))
+    );
+    let back: Event = serde_json::from_str(&rows[0].event).unwrap();
+    assert_eq!(back, events[0]);
+    // Failed chunks are not pending: they wait for an operator, not for the forwarder.
+    assert_eq!(store.pending_event_count().await.unwrap(), 0);
+    // A later successful re-drive marks it forwarded.
+    assert!(store.mark_forwarded(id).await.unwrap());
+}
+
+#[tokio::test]
+async fn received_events_page_by_tenant_and_time() {
+    let (_db, store) = TestDatabase::migrated().await;
+    let before = chrono::Utc::now() - chrono::TimeDelta::seconds(1);
+    let mine: Vec<Event> = (0..5).map(|n| event(n, None)).collect();
+    let theirs = [event(9, None)];
+    store
+        .insert_chunks(&[
+            ("mine", mine.iter().collect()),
+            ("theirs", theirs.iter().collect()),
+        ])
+        .await
+        .unwrap();
+    let after = chrono::Utc::now() + chrono::TimeDelta::seconds(1);
+    assert_eq!(
+        store.count_received("mine", before, after).await.unwrap(),
+        5
+    );
+    assert_eq!(store.count_received("mine", after, after).await.unwrap(), 0);
+    let first = store
+        .received_page("mine", before, after, 0, 3)
+        .await
+        .unwrap();
+    let rest = store
+        .received_page("mine", before, after, first.last().unwrap().id, 3)
+        .await
+        .unwrap();
+    let got: Vec<Event> = first
+        .iter()
+        .chain(&rest)
+        .map(|r| r.to_event().unwrap())
+        .collect();
+    assert_eq!(got, mine);
+}
+
+#[tokio::test]
+async fn retention_deletes_only_old_forwarded_events_and_their_chunks() {
+    let (_db, store) = TestDatabase::migrated().await;
+    let ids: Vec<i64> = {
+        let mut ids = Vec::new();
+        for n in 0..3 {
+            let events: Vec<Event> = (0..4).map(|i| event(n * 10 + i, None)).collect();
+            ids.push(
+                store
+                    .insert_chunks(&[("t", events.iter().collect())])
+                    .await
+                    .unwrap()[0]
+                    .chunk_id
+                    .unwrap(),
+            );
+        }
+        ids
+    };
+    store.mark_forwarded(ids[0]).await.unwrap();
+    store.mark_forwarded(ids[1]).await.unwrap();
+    // ids[2] is still pending: never purged, however old.
+    let future = chrono::Utc::now() + chrono::TimeDelta::seconds(5);
+    assert_eq!(
+        store
+            .purge_forwarded(chrono::Utc::now() - chrono::TimeDelta::days(1), 100)
+            .await
+            .unwrap(),
+        interaction_store::Purged::default(),
+        "nothing is old enough"
+    );
+    let mut total = interaction_store::Purged::default();
+    loop {
+        let pass = store.purge_forwarded(future, 3).await.unwrap();
+        if pass == interaction_store::Purged::default() {
+            break;
+        }
+        total.events += pass.events;
+        total.chunks += pass.chunks;
+    }
+    assert_eq!((total.events, total.chunks), (8, 2));
+    assert_eq!(store.chunk_state(ids[0]).await.unwrap(), None);
+    assert_eq!(store.chunk_events(ids[2]).await.unwrap().len(), 4);
+    assert_eq!(store.pending_event_count().await.unwrap(), 4);
 }

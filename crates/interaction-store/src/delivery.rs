@@ -1,0 +1,218 @@
+//! What the forwarder records: chunks forwarded, events that failed, and the reading and
+//! deleting of stored events for replay and retention.
+
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text, Timestamptz};
+use diesel::{ExpressionMethods, QueryDsl, QueryableByName, SelectableHelper};
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use interaction_core::Event;
+
+use crate::schema::{chunks, events};
+use crate::{Store, StoreError, StoredEvent};
+
+/// One event that could not be delivered, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure<'a> {
+    /// The event.
+    pub event: &'a Event,
+    /// Why it failed, for people.
+    pub reason: String,
+    /// Ncanto's HTTP status, when it answered.
+    pub status: Option<u16>,
+}
+
+/// A recorded failure, as read back.
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct FailureRow {
+    /// The chunk the event came with.
+    #[diesel(sql_type = BigInt)]
+    pub chunk_id: i64,
+    /// Tenant.
+    #[diesel(sql_type = Text)]
+    pub tenant: String,
+    /// The event as JSON (canonical fields plus `eventId`).
+    #[diesel(sql_type = Text)]
+    pub event: String,
+    /// Why.
+    #[diesel(sql_type = Text)]
+    pub reason: String,
+    /// Ncanto's status.
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub status: Option<i32>,
+}
+
+/// What one retention pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Event rows.
+    pub events: i64,
+    /// Chunk rows (emptied by earlier batches).
+    pub chunks: i64,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+impl Store {
+    /// Marks a chunk delivered (one statement). Returns false when it already was.
+    pub async fn mark_forwarded(&self, chunk_id: i64) -> Result<bool, StoreError> {
+        let mut conn = self.connection().await?;
+        let updated = diesel::update(
+            chunks::table
+                .filter(chunks::id.eq(chunk_id))
+                .filter(chunks::state.ne("forwarded")),
+        )
+        .set((
+            chunks::state.eq("forwarded"),
+            chunks::forwarded_at.eq(diesel::dsl::now),
+            chunks::leased_until.eq(None::<DateTime<Utc>>),
+        ))
+        .execute(&mut conn)
+        .await?;
+        Ok(updated > 0)
+    }
+
+    /// Records events that could not be delivered and marks their chunk `failed` (unless it
+    /// was forwarded meanwhile), in one transaction.
+    pub async fn record_failures(
+        &self,
+        chunk_id: i64,
+        tenant: &str,
+        failures: &[Failure<'_>],
+    ) -> Result<(), StoreError> {
+        let mut events = Vec::with_capacity(failures.len());
+        for failure in failures {
+            events.push(
+                serde_json::to_string(failure.event).map_err(|e| {
+                    StoreError::Corrupt(format!("cannot encode a failed event: {e}"))
+                })?,
+            );
+        }
+        let reasons: Vec<&str> = failures.iter().map(|f| f.reason.as_str()).collect();
+        let statuses: Vec<Option<i32>> = failures.iter().map(|f| f.status.map(i32::from)).collect();
+        let mut conn = self.connection().await?;
+        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+            diesel::sql_query(
+                "INSERT INTO event_failures (chunk_id, tenant, event, reason, status)
+                 SELECT $1, $2, u.event::jsonb, u.reason, u.status
+                 FROM UNNEST($3::text[], $4::text[], $5::int4[]) AS u(event, reason, status)",
+            )
+            .bind::<BigInt, _>(chunk_id)
+            .bind::<Text, _>(tenant)
+            .bind::<Array<Text>, _>(&events)
+            .bind::<Array<Text>, _>(&reasons)
+            .bind::<Array<Nullable<Integer>>, _>(&statuses)
+            .execute(conn)
+            .await?;
+            diesel::update(
+                chunks::table
+                    .filter(chunks::id.eq(chunk_id))
+                    .filter(chunks::state.ne("forwarded")),
+            )
+            .set((
+                chunks::state.eq("failed"),
+                chunks::leased_until.eq(None::<DateTime<Utc>>),
+            ))
+            .execute(conn)
+            .await?;
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The failures recorded for a chunk, oldest first.
+    pub async fn failures(&self, chunk_id: i64) -> Result<Vec<FailureRow>, StoreError> {
+        let mut conn = self.connection().await?;
+        Ok(diesel::sql_query(
+            "SELECT chunk_id, tenant, event::text AS event, reason, status
+             FROM event_failures WHERE chunk_id = $1 ORDER BY id",
+        )
+        .bind::<BigInt, _>(chunk_id)
+        .load(&mut conn)
+        .await?)
+    }
+
+    /// How many of a tenant's events arrived in `[since, until)`.
+    pub async fn count_received(
+        &self,
+        tenant: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        let mut conn = self.connection().await?;
+        Ok(events::table
+            .filter(events::tenant.eq(tenant))
+            .filter(events::received_at.ge(since))
+            .filter(events::received_at.lt(until))
+            .count()
+            .get_result(&mut conn)
+            .await?)
+    }
+
+    /// Up to `limit` of a tenant's events that arrived in `[since, until)`, with row ids above
+    /// `after_id`, in id order: page through with the last id seen.
+    pub async fn received_page(
+        &self,
+        tenant: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut conn = self.connection().await?;
+        Ok(events::table
+            .filter(events::tenant.eq(tenant))
+            .filter(events::received_at.ge(since))
+            .filter(events::received_at.lt(until))
+            .filter(events::id.gt(after_id))
+            .order(events::id)
+            .limit(limit)
+            .select(StoredEvent::as_select())
+            .load(&mut conn)
+            .await?)
+    }
+
+    /// Deletes up to `batch` events that arrived before `cutoff` and whose chunk was forwarded,
+    /// then up to `batch` forwarded chunks created before `cutoff` that no longer have events.
+    /// Events of failed or unfinished chunks are never deleted. Call until nothing is left.
+    pub async fn purge_forwarded(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<Purged, StoreError> {
+        let mut conn = self.connection().await?;
+        let events = diesel::sql_query(
+            "WITH doomed AS (
+                 SELECT e.id FROM events e JOIN chunks c ON c.id = e.chunk_id
+                 WHERE e.received_at < $1 AND c.state = 'forwarded'
+                 LIMIT $2
+             ), gone AS (DELETE FROM events WHERE id IN (SELECT id FROM doomed) RETURNING 1)
+             SELECT count(*) AS n FROM gone",
+        )
+        .bind::<Timestamptz, _>(cutoff)
+        .bind::<BigInt, _>(batch)
+        .get_result::<Count>(&mut conn)
+        .await?
+        .n;
+        let chunks = diesel::sql_query(
+            "WITH doomed AS (
+                 SELECT c.id FROM chunks c
+                 WHERE c.state = 'forwarded' AND c.created_at < $1
+                   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.chunk_id = c.id)
+                 ORDER BY c.created_at
+                 LIMIT $2
+             ), gone AS (DELETE FROM chunks WHERE id IN (SELECT id FROM doomed) RETURNING 1)
+             SELECT count(*) AS n FROM gone",
+        )
+        .bind::<Timestamptz, _>(cutoff)
+        .bind::<BigInt, _>(batch)
+        .get_result::<Count>(&mut conn)
+        .await?
+        .n;
+        Ok(Purged { events, chunks })
+    }
+}
