@@ -12,7 +12,6 @@ pub mod config;
 pub mod docs;
 pub mod error;
 pub mod ingest;
-pub mod logging;
 pub mod ops;
 pub mod outbox;
 pub mod relay;

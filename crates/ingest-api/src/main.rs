@@ -8,7 +8,7 @@ async fn main() -> anyhow::Result<()> {
     // A missing .env is normal outside local runs.
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
-    ingest_api::logging::init(cli.config.log_format);
+    interaction_runtime::init_logging(cli.config.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => {
             let applied = ingest_api::startup::store(&cli.config)?.migrate().await?;

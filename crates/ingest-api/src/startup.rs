@@ -3,8 +3,8 @@
 //! them down in the right order.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix_cors::Cors;
@@ -14,7 +14,6 @@ use anyhow::Context;
 use interaction_bus::{BusConfig, Publisher};
 use interaction_core::{Limits, RatingMap};
 use interaction_store::{Store, StoreConfig};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::{Notify, mpsc, watch};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
@@ -52,29 +51,6 @@ impl ShutdownHandle {
     pub fn shutdown(&self) {
         self.0.notify_one();
     }
-}
-
-/// The process-wide metrics recorder (one per process, whatever the number of apps).
-fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            if metrics::set_global_recorder(recorder).is_err() {
-                log::warn!("a metrics recorder was already installed; /metrics may be empty");
-            }
-            let upkeep = handle.clone();
-            std::thread::spawn(move || {
-                loop {
-                    // Histograms are summarized lazily; keep their memory bounded.
-                    std::thread::sleep(Duration::from_secs(5));
-                    upkeep.run_upkeep();
-                }
-            });
-            handle
-        })
-        .clone()
 }
 
 /// Loads the rating map: the built-in profiles, with the file applied when one is set.
@@ -171,7 +147,7 @@ impl Application {
             decompressed_limit: config.decompressed_limit_bytes,
             retry_after: config.retry_after_seconds,
             started: Instant::now(),
-            metrics: metrics_handle(),
+            metrics: interaction_runtime::metrics_handle(),
             stopping: AtomicBool::new(false),
         });
 
@@ -257,7 +233,7 @@ impl Application {
         let stopped_early = tokio::select! {
             result = &mut server => Some(result),
             _ = self.shutdown.notified() => None,
-            _ = termination() => None,
+            _ = interaction_runtime::termination() => None,
         };
         if let Some(result) = stopped_early {
             result??;
@@ -309,27 +285,4 @@ async fn not_found() -> HttpResponse {
         "status": "error",
         "message": "no such endpoint; see /docs",
     }))
-}
-
-/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
-async fn termination() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }

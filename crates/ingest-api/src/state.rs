@@ -7,8 +7,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use interaction_bus::Publisher;
 use interaction_core::{Limits, RatingMap};
+use interaction_runtime::PrometheusHandle;
 use interaction_store::Store;
-use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::ApiKeys;
 use crate::batcher::Batcher;

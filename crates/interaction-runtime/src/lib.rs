@@ -1,0 +1,14 @@
+//! Process plumbing every Interaction Logger binary needs the same way: logging (text or
+//! JSON lines), durations in configuration, stop signals, and the Prometheus recorder. Kept
+//! apart from the domain crates so none of them grows a dependency on process concerns.
+
+mod duration;
+mod logging;
+mod metrics;
+mod signals;
+
+pub use duration::parse_duration;
+pub use logging::{LogFormat, init as init_logging, json_line};
+pub use metrics::metrics_handle;
+pub use metrics_exporter_prometheus::PrometheusHandle;
+pub use signals::termination;
