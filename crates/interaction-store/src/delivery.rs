@@ -57,13 +57,24 @@ struct Count {
 }
 
 impl Store {
-    /// Marks a chunk delivered (one statement). Returns false when it already was.
-    pub async fn mark_forwarded(&self, chunk_id: i64) -> Result<bool, StoreError> {
+    /// Marks a chunk delivered (one statement); returns false when nothing changed. A chunk
+    /// with recorded failures stays `failed` when the rest of its events arrive, unless
+    /// `resolves_failures` (a re-drive of its failed events succeeded).
+    pub async fn mark_forwarded(
+        &self,
+        chunk_id: i64,
+        resolves_failures: bool,
+    ) -> Result<bool, StoreError> {
+        let keep: &[&str] = if resolves_failures {
+            &["forwarded"]
+        } else {
+            &["forwarded", "failed"]
+        };
         let mut conn = self.connection().await?;
         let updated = diesel::update(
             chunks::table
                 .filter(chunks::id.eq(chunk_id))
-                .filter(chunks::state.ne("forwarded")),
+                .filter(chunks::state.ne_all(keep)),
         )
         .set((
             chunks::state.eq("forwarded"),

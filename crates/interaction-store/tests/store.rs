@@ -300,9 +300,9 @@ async fn forwarded_chunks_leave_the_pending_count_and_are_marked_once() {
         .chunk_id
         .unwrap();
     store.mark_published(&[id]).await.unwrap();
-    assert!(store.mark_forwarded(id).await.unwrap());
+    assert!(store.mark_forwarded(id, false).await.unwrap());
     assert!(
-        !store.mark_forwarded(id).await.unwrap(),
+        !store.mark_forwarded(id, false).await.unwrap(),
         "already forwarded"
     );
     assert_eq!(
@@ -349,8 +349,13 @@ async fn failures_are_recorded_with_their_reason_and_mark_the_chunk_failed() {
     assert_eq!(back, events[0]);
     // Failed chunks are not pending: they wait for an operator, not for the forwarder.
     assert_eq!(store.pending_event_count().await.unwrap(), 0);
-    // A later successful re-drive marks it forwarded.
-    assert!(store.mark_forwarded(id).await.unwrap());
+    // The rest of its events arriving does not hide the failure; a successful re-drive does.
+    assert!(!store.mark_forwarded(id, false).await.unwrap());
+    assert_eq!(
+        store.chunk_state(id).await.unwrap().as_deref(),
+        Some("failed")
+    );
+    assert!(store.mark_forwarded(id, true).await.unwrap());
 }
 
 #[tokio::test]
@@ -406,8 +411,8 @@ async fn retention_deletes_only_old_forwarded_events_and_their_chunks() {
         }
         ids
     };
-    store.mark_forwarded(ids[0]).await.unwrap();
-    store.mark_forwarded(ids[1]).await.unwrap();
+    store.mark_forwarded(ids[0], false).await.unwrap();
+    store.mark_forwarded(ids[1], false).await.unwrap();
     // ids[2] is still pending: never purged, however old.
     let future = chrono::Utc::now() + chrono::TimeDelta::seconds(5);
     assert_eq!(
