@@ -136,7 +136,7 @@ pub fn backoff_delay(failures: u32, min: Duration, max: Duration) -> Duration {
 
 /// `delay` scaled by a random factor in `[0.5, 1.0)`, so that replicas that lost the broker
 /// together do not all come back in the same millisecond.
-fn jitter(delay: Duration) -> Duration {
+pub fn jitter(delay: Duration) -> Duration {
     // std's hasher keys are random per instance: good enough noise, no extra dependency.
     let noise = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
     // 53 random bits: exactly representable as an f64 in [0, 1).
@@ -478,6 +478,23 @@ impl Publisher {
         envelope: &Envelope,
         headers: FieldTable,
     ) -> Result<(), PublishError> {
+        let payload = envelope
+            .try_encode()
+            .map_err(|e| PublishError::Broker(format!("cannot encode the envelope: {e}")))?;
+        self.publish_bytes(route, &payload, &envelope.chunk_id.to_string(), headers)
+            .await
+    }
+
+    /// Publishes any payload (the forwarder parks undecodable messages as they came), with
+    /// the same persistence, confirm and return handling as [`Self::publish`]. `message_id`
+    /// identifies it in returns.
+    pub async fn publish_bytes(
+        &self,
+        route: &Route,
+        payload: &[u8],
+        message_id: &str,
+        headers: FieldTable,
+    ) -> Result<(), PublishError> {
         let shared = &self.shared;
         // Count first, then check `closing`: `close` waits for every publish counted before
         // it set the flag, and every later one sees the flag.
@@ -486,15 +503,11 @@ impl Publisher {
             return Err(PublishError::NotConnected);
         }
         let live = shared.current().ok_or(PublishError::NotConnected)?;
-        let payload = envelope
-            .try_encode()
-            .map_err(|e| PublishError::Broker(format!("cannot encode the envelope: {e}")))?;
-        let message_id = envelope.chunk_id.to_string();
         let properties = BasicProperties::default()
             .with_content_type("application/json".into())
             // Persistent: written to disk by the queue before the confirm.
             .with_delivery_mode(2)
-            .with_message_id(message_id.as_str().into())
+            .with_message_id(message_id.into())
             .with_app_id(APP_ID.into())
             .with_timestamp(unix_seconds())
             .with_headers(headers);
@@ -502,7 +515,7 @@ impl Publisher {
         let timeout = shared.config.confirm_timeout;
         let outcome = tokio::time::timeout(
             timeout,
-            live.publish(route, &payload, properties, &message_id),
+            live.publish(route, payload, properties, message_id),
         )
         .await;
         match outcome {

@@ -187,6 +187,19 @@ impl Store {
             .await?)
     }
 
+    /// How many events [`Self::purge_forwarded`] would delete for `cutoff`.
+    pub async fn count_purgeable(&self, cutoff: DateTime<Utc>) -> Result<i64, StoreError> {
+        let mut conn = self.connection().await?;
+        Ok(diesel::sql_query(
+            "SELECT count(*) AS n FROM events e JOIN chunks c ON c.id = e.chunk_id
+             WHERE e.received_at < $1 AND c.state = 'forwarded'",
+        )
+        .bind::<Timestamptz, _>(cutoff)
+        .get_result::<Count>(&mut conn)
+        .await?
+        .n)
+    }
+
     /// Deletes up to `batch` events that arrived before `cutoff` and whose chunk was forwarded,
     /// then up to `batch` forwarded chunks created before `cutoff` that no longer have events.
     /// Events of failed or unfinished chunks are never deleted. Call until nothing is left.

@@ -423,6 +423,7 @@ async fn retention_deletes_only_old_forwarded_events_and_their_chunks() {
         interaction_store::Purged::default(),
         "nothing is old enough"
     );
+    assert_eq!(store.count_purgeable(future).await.unwrap(), 8);
     let mut total = interaction_store::Purged::default();
     loop {
         let pass = store.purge_forwarded(future, 3).await.unwrap();

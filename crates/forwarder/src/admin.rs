@@ -1,0 +1,118 @@
+//! The forwarder's admin HTTP port: `/livez`, `/readyz`, `/health`, `/metrics`.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use interaction_runtime::PrometheusHandle;
+use serde::Serialize;
+
+use crate::consumer::Context;
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+struct Admin {
+    context: Arc<Context>,
+    metrics: PrometheusHandle,
+    started: Instant,
+}
+
+/// The body of `/health`.
+#[derive(Debug, Serialize)]
+pub struct Health {
+    /// `ok`, or `degraded` when the consumer is detached or the database is away.
+    pub status: &'static str,
+    /// Seconds since start.
+    pub uptime: u64,
+    /// Whether the consumer is attached to the forward queue.
+    pub rabbitmq: bool,
+    /// Whether the database answers.
+    pub database: bool,
+    /// Accepted events not yet forwarded (null while the database is away).
+    pub pending_interactions: Option<i64>,
+    /// Messages being delivered now.
+    pub in_flight: usize,
+    /// Version.
+    pub version: &'static str,
+}
+
+/// Builds the admin server on a bound listener.
+pub fn server(
+    listener: TcpListener,
+    context: Arc<Context>,
+    metrics: PrometheusHandle,
+) -> std::io::Result<Server> {
+    let admin = web::Data::new(Admin {
+        context,
+        metrics,
+        started: Instant::now(),
+    });
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(admin.clone())
+            .route("/livez", web::get().to(livez))
+            .route("/readyz", web::get().to(readyz))
+            .route("/health", web::get().to(health))
+            .route("/metrics", web::get().to(metrics_text))
+    })
+    .listen(listener)?
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .run())
+}
+
+async fn livez() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "alive"}))
+}
+
+async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
+    let consuming = admin.context.consuming.load(Ordering::SeqCst);
+    let database = matches!(
+        tokio::time::timeout(CHECK_TIMEOUT, admin.context.store.ping()).await,
+        Ok(Ok(()))
+    );
+    if consuming && database {
+        HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({
+            "status": "not ready", "rabbitmq": consuming, "database": database,
+        }))
+    }
+}
+
+async fn health(admin: web::Data<Admin>) -> HttpResponse {
+    let pending = tokio::time::timeout(CHECK_TIMEOUT, admin.context.store.pending_event_count())
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let rabbitmq = admin.context.consuming.load(Ordering::SeqCst);
+    let database = pending.is_some();
+    let body = Health {
+        status: if rabbitmq && database {
+            "ok"
+        } else {
+            "degraded"
+        },
+        uptime: admin.started.elapsed().as_secs(),
+        rabbitmq,
+        database,
+        pending_interactions: pending,
+        in_flight: admin.context.in_flight.load(Ordering::SeqCst),
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    if rabbitmq && database {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::InternalServerError().json(body)
+    }
+}
+
+async fn metrics_text(admin: web::Data<Admin>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(admin.metrics.render())
+}

@@ -1,0 +1,184 @@
+//! `forwarder serve`: the consumer, the admin port and the optional periodic purge, started
+//! together and stopped in order.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use anyhow::Context as _;
+use interaction_bus::{BusConfig, Publisher, RETRY_DELAYS, Topology};
+use interaction_store::{Store, StoreConfig};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::consumer::{Context, consume};
+use crate::ncanto::{NcantoClient, NcantoConfig};
+use crate::retry::RetryPolicy;
+
+/// The store the configuration describes.
+pub fn store(config: &Config) -> anyhow::Result<Store> {
+    let mut store_config = StoreConfig::new(config.database_url.clone());
+    store_config.max_connections = config.database_max_connections;
+    store_config.acquire_timeout = config.database_timeout;
+    Ok(Store::new(&store_config)?)
+}
+
+/// The Ncanto client the configuration describes.
+pub fn ncanto(config: &Config) -> anyhow::Result<NcantoClient> {
+    NcantoClient::new(&NcantoConfig {
+        url: config.ncanto_api_url.clone(),
+        api_key: config.ncanto_api_key.clone(),
+        auth_header: config.ncanto_auth_header.clone(),
+        timeout: config.ncanto_timeout,
+        batch_size: config.ncanto_batch_size,
+    })
+    .context("configuring the Ncanto client")
+}
+
+/// The retry policy the configuration describes.
+pub fn policy(config: &Config) -> RetryPolicy {
+    RetryPolicy {
+        inline_retries: config.inline_retries,
+        inline_base: config.retry_base,
+        inline_max: config.retry_inline_max,
+        max_attempts: config.max_attempts,
+        queue_delays: RETRY_DELAYS.to_vec(),
+    }
+}
+
+/// A confirmed publisher for the configuration's broker and prefix.
+pub fn publisher(config: &Config) -> Publisher {
+    Publisher::start(BusConfig {
+        confirm_timeout: config.publish_confirm_timeout,
+        ..BusConfig::new(config.amqp_url.clone(), config.amqp_prefix.clone())
+    })
+}
+
+/// A running forwarder.
+pub struct Forwarder {
+    admin_port: u16,
+    admin: Server,
+    context: Arc<Context>,
+    stop: watch::Sender<bool>,
+    consumer: JoinHandle<()>,
+    purge: Option<JoinHandle<()>>,
+    shutdown: Arc<Notify>,
+    shutdown_timeout: Duration,
+}
+
+/// Asks a running forwarder to stop gracefully.
+#[derive(Clone)]
+pub struct ShutdownHandle(Arc<Notify>);
+
+impl ShutdownHandle {
+    /// Begins a graceful shutdown.
+    pub fn shutdown(&self) {
+        self.0.notify_one();
+    }
+}
+
+impl Forwarder {
+    /// Builds and starts everything, binding `FORWARDER_ADMIN_ADDR`.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.admin_addr)
+            .with_context(|| format!("binding FORWARDER_ADMIN_ADDR {}", config.admin_addr))?;
+        Self::build_with_listener(config, listener).await
+    }
+
+    /// Like [`Self::build`], with an admin listener the caller bound (tests use port 0).
+    pub async fn build_with_listener(
+        config: Config,
+        listener: TcpListener,
+    ) -> anyhow::Result<Self> {
+        let store = store(&config)?;
+        if config.migrate_on_start {
+            store
+                .migrate()
+                .await
+                .context("applying database migrations")?;
+        }
+        let context = Arc::new(Context {
+            store: store.clone(),
+            client: ncanto(&config)?,
+            policy: policy(&config),
+            topology: Topology::new(config.amqp_prefix.clone()),
+            publisher: publisher(&config),
+            amqp_url: config.amqp_url.clone(),
+            prefetch: config.prefetch,
+            consuming: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let consumer = tokio::spawn(consume(context.clone(), stopped.clone()));
+        let purge = (!config.purge_older_than.is_zero()).then(|| {
+            tokio::spawn(crate::purge::periodic(
+                store,
+                config.purge_older_than,
+                config.purge_interval,
+                config.purge_batch,
+                stopped,
+            ))
+        });
+        let admin_port = listener.local_addr()?.port();
+        let admin = crate::admin::server(
+            listener,
+            context.clone(),
+            interaction_runtime::metrics_handle(),
+        )?;
+        Ok(Self {
+            admin_port,
+            admin,
+            context,
+            stop,
+            consumer,
+            purge,
+            shutdown: Arc::new(Notify::new()),
+            shutdown_timeout: config.shutdown_timeout,
+        })
+    }
+
+    /// The admin port.
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
+    /// A handle that stops the forwarder gracefully.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shutdown.clone())
+    }
+
+    /// Runs until SIGTERM/SIGINT or [`ShutdownHandle::shutdown`]; then stops consuming,
+    /// finishes the deliveries in hand (acking each), and leaves the rest unacknowledged for
+    /// redelivery.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let admin = self.admin.handle();
+        let mut admin_server = tokio::spawn(self.admin);
+        let failed = tokio::select! {
+            result = &mut admin_server => Some(result),
+            _ = self.shutdown.notified() => None,
+            _ = interaction_runtime::termination() => None,
+        };
+        log::info!("shutting down: finishing in-flight deliveries");
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(self.shutdown_timeout, self.consumer)
+            .await
+            .is_err()
+        {
+            log::warn!("shutdown timed out; unfinished deliveries will be redelivered");
+        }
+        if let Some(purge) = self.purge {
+            purge.abort();
+        }
+        self.context.publisher.close().await;
+        admin.stop(true).await;
+        if let Some(result) = failed {
+            result??;
+            anyhow::bail!("the admin server stopped by itself");
+        }
+        log::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,99 @@
+//! `forwarder`: serve (the default), or run an operator command.
+#![allow(clippy::print_stdout)] // command reports are the command's output
+
+use clap::Parser;
+use forwarder::app::{ncanto, policy, publisher, store};
+use forwarder::{Cli, Command, Forwarder};
+use interaction_bus::Topology;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // A missing .env is normal outside local runs.
+    let _ = dotenvy::dotenv();
+    let cli = Cli::parse();
+    let config = cli.config;
+    interaction_runtime::init_logging(config.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let forwarder = Forwarder::build(config).await?;
+            log::info!("forwarder admin port {}", forwarder.admin_port());
+            forwarder.run_until_stopped().await?;
+        }
+        Command::Migrate => {
+            let applied = store(&config)?.migrate().await?;
+            println!(
+                "applied {} migrations: {}",
+                applied.len(),
+                applied.join(", ")
+            );
+        }
+        Command::Redrive(args) => {
+            let publisher = publisher(&config);
+            let report = forwarder::redrive::redrive(
+                &config.amqp_url,
+                &Topology::new(config.amqp_prefix.clone()),
+                &publisher,
+                &forwarder::redrive::RedriveFilter {
+                    chunks: args.chunks,
+                    tenant: args.tenant,
+                    limit: args.limit,
+                    dry_run: args.dry_run,
+                },
+            )
+            .await?;
+            publisher.close().await;
+            for (chunk, reason) in &report.selected {
+                println!("chunk {chunk}: {reason}");
+            }
+            let verb = if args.dry_run { "would move" } else { "moved" };
+            println!(
+                "{verb} {} messages ({} events) of {} examined; {} undecodable left parked",
+                report.moved, report.events, report.examined, report.undecodable
+            );
+        }
+        Command::Replay(args) => {
+            let report = forwarder::replay::replay(
+                &store(&config)?,
+                &ncanto(&config)?,
+                &policy(&config),
+                &forwarder::replay::ReplayRequest {
+                    tenant: args.tenant,
+                    since: args.since,
+                    until: args.until.unwrap_or_else(chrono::Utc::now),
+                    dry_run: args.dry_run,
+                    rate: args.rate,
+                },
+            )
+            .await?;
+            if args.dry_run {
+                println!("would replay {} events", report.total);
+            } else {
+                println!(
+                    "replayed {} of {} events; {} refused{}",
+                    report.sent,
+                    report.total,
+                    report.refused,
+                    report
+                        .first_refusal
+                        .map(|r| format!(" (first: {r})"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        Command::Purge(args) => {
+            let store = store(&config)?;
+            if args.dry_run {
+                let n = forwarder::purge::count(&store, args.older_than).await?;
+                println!("would delete {n} forwarded events");
+            } else {
+                let total =
+                    forwarder::purge::purge(&store, args.older_than, config.purge_batch).await?;
+                println!(
+                    "deleted {} events and {} chunks",
+                    total.events, total.chunks
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! `forwarder replay`: sends a tenant's stored events to Ncanto again, for when Ncanto lost
+//! data. Reads PostgreSQL page by page (by row id, so it resumes cleanly and never skips),
+//! sends through the same client and retry policy as the consumer, optionally rate-limited,
+//! with a progress display. Nothing in the database changes.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use interaction_core::Event;
+use interaction_store::Store;
+
+use crate::deliver::deliver_chunk;
+use crate::ncanto::NcantoClient;
+use crate::progress::Progress;
+use crate::retry::RetryPolicy;
+
+/// Rows read per page.
+const PAGE: i64 = 1000;
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Events in the window.
+    pub total: u64,
+    /// Events Ncanto accepted.
+    pub sent: u64,
+    /// Events Ncanto refused for good (with the first reason).
+    pub refused: u64,
+    /// The first refusal's reason.
+    pub first_refusal: Option<String>,
+}
+
+/// The window and pace of a replay.
+#[derive(Debug, Clone)]
+pub struct ReplayRequest {
+    /// Tenant.
+    pub tenant: String,
+    /// Received at or after.
+    pub since: DateTime<Utc>,
+    /// Received before.
+    pub until: DateTime<Utc>,
+    /// Only count.
+    pub dry_run: bool,
+    /// Most events per second; 0 for no limit.
+    pub rate: u32,
+}
+
+/// Runs a replay.
+pub async fn replay(
+    store: &Store,
+    client: &NcantoClient,
+    policy: &RetryPolicy,
+    request: &ReplayRequest,
+) -> anyhow::Result<ReplayReport> {
+    let total = store
+        .count_received(&request.tenant, request.since, request.until)
+        .await?;
+    let mut report = ReplayReport {
+        total: total.max(0) as u64,
+        ..ReplayReport::default()
+    };
+    if request.dry_run || total == 0 {
+        return Ok(report);
+    }
+    let mut progress = Progress::new("events", report.total);
+    let started = Instant::now();
+    let mut after_id = 0;
+    loop {
+        let page = store
+            .received_page(
+                &request.tenant,
+                request.since,
+                request.until,
+                after_id,
+                PAGE,
+            )
+            .await?;
+        let Some(last) = page.last() else { break };
+        after_id = last.id;
+        let resume_from = last.received_at;
+        let events = page
+            .iter()
+            .map(|row| row.to_event())
+            .collect::<Result<Vec<Event>, _>>()?;
+        for batch in events.chunks(client.batch_size().max(1) * 10) {
+            send_until_settled(client, policy, &request.tenant, batch, &mut report)
+                .await
+                .map_err(|reason| {
+                    anyhow::anyhow!(
+                        "Ncanto keeps failing ({reason}); replayed {} of {} events. Resume with \
+                         --since {}",
+                        report.sent,
+                        report.total,
+                        resume_from.to_rfc3339()
+                    )
+                })?;
+            if request.rate > 0 {
+                // Pace to the average rate: sleep until `done` events are due.
+                let due = Duration::from_secs_f64(
+                    (report.sent + report.refused) as f64 / f64::from(request.rate),
+                );
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            progress.update(report.sent + report.refused);
+        }
+    }
+    progress.finish(report.sent + report.refused);
+    Ok(report)
+}
+
+/// Sends a batch, waiting out transient failures on the retry schedule; refused events are
+/// counted. Errs with the last reason once the schedule is exhausted.
+async fn send_until_settled(
+    client: &NcantoClient,
+    policy: &RetryPolicy,
+    tenant: &str,
+    events: &[Event],
+    report: &mut ReplayReport,
+) -> Result<(), String> {
+    let mut remaining = events.to_vec();
+    let mut waits = 0usize;
+    loop {
+        // Always a first attempt for the delivery logic: the waiting between rounds is done
+        // here, by the operator's command, instead of by a retry queue.
+        let outcome = deliver_chunk(client, policy, tenant, &remaining, 0).await;
+        report.sent += outcome.delivered as u64;
+        if let Some(first) = outcome.failed.first() {
+            report
+                .first_refusal
+                .get_or_insert_with(|| first.reason.clone());
+        }
+        report.refused += outcome.failed.len() as u64;
+        let Some(requeue) = outcome.requeue else {
+            return Ok(());
+        };
+        waits += 1;
+        if waits > policy.max_attempts as usize {
+            return Err(requeue.reason);
+        }
+        let last = policy.queue_delays.len().saturating_sub(1);
+        let wait = policy
+            .queue_delays
+            .get(requeue.queue.max(waits - 1).min(last))
+            .copied()
+            .unwrap_or(Duration::from_secs(5));
+        log::warn!("replay: {}; waiting {wait:?}", requeue.reason);
+        tokio::time::sleep(wait).await;
+        remaining = requeue.events;
+    }
+}
