@@ -38,8 +38,8 @@ pub enum Outage {
     /// Connections are refused: the main listener is closed (open connections are dropped),
     /// and re-opened on the same port when the outage is cleared.
     Refuse,
-    /// Requests to `/interactions` are accepted and never answered (until the outage is
-    /// cleared, when they carry on as usual, or the mock stops, when they get 503).
+    /// Requests to `/interactions` are accepted and never answered — until the outage is
+    /// cleared or the mock stops, when they get 503 (they are never recorded as accepted).
     Hang,
     /// Every request to `/interactions` is answered 503.
     Error,

@@ -9,7 +9,7 @@
 //!
 //! # HTTP API
 //! - `POST /interactions`: one canonical event object or an array of them. Checked in this
-//!   order: outage `hang` (never answered) → `Authorization: Bearer <key>` when a key is
+//!   order: outage `hang` (no answer until cleared, then 503) → `Authorization: Bearer <key>` when a key is
 //!   configured (401) → `Content-Type: application/json` (415) → strict validation (400 with
 //!   `{"error", "invalid": [{"index", "reason"}]}`, nothing recorded) → outage `error` (503) →
 //!   latency → `error_rate` (500) → `rate_limit_rate` (429 + `Retry-After`) →

@@ -91,7 +91,13 @@ async fn get_faults(shared: web::Data<Shared>) -> HttpResponse {
 }
 
 async fn post_faults(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
-    let faults: Faults = match serde_json::from_slice(&body) {
+    // Only an object: serde would also read a struct from an array of its fields.
+    let faults = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(value) if value.is_object() => serde_json::from_value::<Faults>(value),
+        Ok(_) => return error(StatusCode::BAD_REQUEST, "faults must be a JSON object"),
+        Err(e) => Err(e),
+    };
+    let faults = match faults {
         Ok(faults) => faults,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a Faults object: {e}")),
     };
@@ -149,13 +155,12 @@ async fn interactions(
     shared: web::Data<Shared>,
 ) -> HttpResponse {
     shared.recorder.request();
-    if shared.faults.borrow().faults.outage == Some(Outage::Hang)
-        && !hang_until_cleared(&shared).await
-    {
+    if shared.faults.borrow().faults.outage == Some(Outage::Hang) {
+        hang(&shared).await;
         return failed(
             &shared,
             StatusCode::SERVICE_UNAVAILABLE,
-            "the mock is stopping",
+            "released from an injected hang",
         );
     }
     let auth = header_text(&req, header::AUTHORIZATION);
@@ -248,14 +253,14 @@ async fn interactions(
     HttpResponse::Ok().json(json!({"accepted": accepted}))
 }
 
-/// Waits while the outage is `Hang`. True when it was cleared (the request carries on),
-/// false when the mock is stopping.
-async fn hang_until_cleared(shared: &Shared) -> bool {
+/// Waits while the outage is `Hang` and the mock runs. The request is never accepted: its
+/// client has most likely given up, and recording it would count events nobody was told of.
+async fn hang(shared: &Shared) {
     let mut faults = shared.faults.subscribe();
     let mut stopping = shared.stopping.subscribe();
     tokio::select! {
-        _ = faults.wait_for(|v| v.faults.outage != Some(Outage::Hang)) => true,
-        _ = stopping.wait_for(|stopping| *stopping) => false,
+        _ = faults.wait_for(|v| v.faults.outage != Some(Outage::Hang)) => {}
+        _ = stopping.wait_for(|stopping| *stopping) => {}
     }
 }
 
