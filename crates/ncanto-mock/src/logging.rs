@@ -6,7 +6,7 @@ use std::io::Write;
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
-    /// `2026-11-24T03:00:00Z INFO ingest_api: message`
+    /// `2026-11-24T03:00:00Z INFO ncanto_mock: message`
     Text,
     /// One JSON object per line: `ts`, `level`, `target`, `msg`.
     Json,

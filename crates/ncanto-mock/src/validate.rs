@@ -7,6 +7,11 @@
 //! `null` optional fields), and uphold [`Interaction`]'s invariants (trimmed, non-empty,
 //! capped, control-free strings; a finite rating in -1..=1 that is not -0.0). Numbers compare
 //! by value: `1` and `1.0` are the same JSON number.
+//!
+//! Bodies written exactly as `serde_json` writes `Interaction`s (what the forwarder sends)
+//! are checked by parsing straight into structs and comparing bytes, about three times
+//! cheaper than walking a `Value` tree; anything else takes the slow path, which names the
+//! first difference of each refused event.
 
 use interaction_core::{Interaction, MAX_COMMENT_CHARS, MAX_ID_CHARS, rating_in_range};
 use serde::{Deserialize, Serialize};
@@ -42,6 +47,9 @@ impl Rejection {
 /// Reads a request body: one canonical event object or a non-empty array of them. Any
 /// invalid event refuses the whole body.
 pub fn parse_body(body: &[u8]) -> Result<Vec<Interaction>, Rejection> {
+    if let Some(events) = exactly_canonical(body) {
+        return Ok(events);
+    }
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| Rejection::body(format!("the body is not JSON: {e}")))?;
     let items = match value {
@@ -76,6 +84,30 @@ pub fn parse_body(body: &[u8]) -> Result<Vec<Interaction>, Rejection> {
             invalid,
         })
     }
+}
+
+/// The fast path, for bodies written the way `serde_json` writes `Interaction`s (the
+/// forwarder's): parse straight into structs and compare the bytes they serialize to with the
+/// body. `None` sends the body down the slow path, which tells exactly what differs.
+fn exactly_canonical(body: &[u8]) -> Option<Vec<Interaction>> {
+    let body = body.trim_ascii();
+    let (events, canonical) = match body.first()? {
+        b'[' => {
+            let events: Vec<Interaction> = serde_json::from_slice(body).ok()?;
+            let canonical = serde_json::to_vec(&events).ok()?;
+            (events, canonical)
+        }
+        b'{' => {
+            let event: Interaction = serde_json::from_slice(body).ok()?;
+            let canonical = serde_json::to_vec(&event).ok()?;
+            (vec![event], canonical)
+        }
+        _ => return None,
+    };
+    let valid = !events.is_empty()
+        && canonical == body
+        && events.iter().all(|event| check_invariants(event).is_ok());
+    valid.then_some(events)
 }
 
 /// Checks one event: the [`Interaction`] it is, or why it is not exactly canonical.
@@ -385,12 +417,39 @@ mod tests {
             ("not an object", json!(["x"]), "must be an object"),
         ];
         for (case, event, needle) in table {
+            let bytes = serde_json::to_vec(&event).unwrap();
+            assert!(exactly_canonical(&bytes).is_none(), "{case}");
             let reason = check_event(&event).expect_err(case);
             assert!(
                 reason.contains(needle),
                 "{case}: {reason:?} lacks {needle:?}"
             );
         }
+    }
+
+    #[test]
+    fn bodies_written_by_serde_take_the_fast_path_and_others_the_slow_one() {
+        let event: Interaction = serde_json::from_value(canonical()).unwrap();
+        let compact = serde_json::to_vec(&vec![event.clone(), event.clone()]).unwrap();
+        assert_eq!(exactly_canonical(&compact).unwrap().len(), 2);
+        let one = serde_json::to_vec(&event).unwrap();
+        assert_eq!(
+            exactly_canonical(&one).unwrap(),
+            std::slice::from_ref(&event)
+        );
+        // Whitespace, another key order or `1` for `1.0`: canonical all the same, slowly.
+        let pretty = serde_json::to_vec_pretty(&vec![event.clone()]).unwrap();
+        let sorted = serde_json::to_vec(&canonical()).unwrap();
+        let mut integer = event.clone();
+        integer.rating_equivalent = 1.0;
+        let integer = String::from_utf8(serde_json::to_vec(&integer).unwrap())
+            .unwrap()
+            .replace("1.0", "1");
+        for body in [pretty, sorted, integer.into_bytes()] {
+            assert!(exactly_canonical(&body).is_none());
+            assert_eq!(parse_body(&body).unwrap().len(), 1);
+        }
+        assert!(exactly_canonical(b"[]").is_none());
     }
 
     #[test]
