@@ -1,0 +1,238 @@
+//! A forwarder (or several) per test, with its database, queues and mock Ncanto.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use clap::Parser;
+use forwarder::{Cli, Config, Forwarder, ShutdownHandle};
+use interaction_bus::lapin::options::{BasicGetOptions, QueueDeclareOptions};
+use interaction_bus::lapin::types::FieldTable;
+use interaction_bus::{BusConfig, Envelope, Publisher, Topology};
+use interaction_core::{Device, Event, Interaction, InteractionType, Setting};
+use interaction_store::Store;
+use interaction_store::testing::TestDatabase;
+use ncanto_mock::{MockConfig, MockServer};
+
+pub(crate) fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// An event numbered `n`, on an asset whose name contains `asset`.
+pub(crate) fn event(n: usize, asset: &str) -> Event {
+    Event {
+        interaction: Interaction {
+            timestamp: chrono::Utc::now() - chrono::TimeDelta::seconds(n as i64),
+            subscriber: format!("user_{n}"),
+            asset_id: format!("{asset}_{n}"),
+            interaction: InteractionType::Play,
+            rating_equivalent: 0.25,
+            comment: None,
+            context_id: None,
+            setting: Setting {
+                device: Device::Web,
+            },
+        },
+        event_id: None,
+    }
+}
+
+/// The world of one test.
+pub(crate) struct Harness {
+    pub(crate) store: Store,
+    pub(crate) mock: MockServer,
+    pub(crate) topology: Topology,
+    pub(crate) publisher: Publisher,
+    pub(crate) config: Config,
+    /// Kept for its Drop, which removes the database.
+    _db: TestDatabase,
+}
+
+/// A running forwarder.
+pub(crate) struct Running {
+    pub(crate) admin: String,
+    pub(crate) shutdown: ShutdownHandle,
+    pub(crate) task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops it gracefully and waits.
+    pub(crate) async fn stop(self) {
+        self.shutdown.shutdown();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the forwarder stops in time")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+impl Harness {
+    /// A database, a prefix and a mock; `adjust` tunes the forwarder's configuration.
+    pub(crate) async fn new(adjust: impl FnOnce(&mut Config)) -> Self {
+        let (db, store) = TestDatabase::migrated().await;
+        let mock = MockServer::start(MockConfig::default()).await.unwrap();
+        let mut config = Cli::try_parse_from(["forwarder", "--database-url", &db.url])
+            .unwrap()
+            .config;
+        config.amqp_url = amqp_url();
+        config.amqp_prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+        config.ncanto_api_url = mock.url();
+        config.ncanto_api_key = String::new();
+        config.admin_addr = "127.0.0.1:0".parse().unwrap();
+        config.retry_base = Duration::from_millis(10);
+        config.retry_inline_max = Duration::from_millis(200);
+        config.ncanto_timeout = Duration::from_secs(5);
+        config.shutdown_timeout = Duration::from_secs(15);
+        config.purge_older_than = Duration::ZERO;
+        adjust(&mut config);
+        let topology = Topology::new(config.amqp_prefix.clone());
+        let publisher = Publisher::start(BusConfig::new(
+            config.amqp_url.clone(),
+            config.amqp_prefix.clone(),
+        ));
+        assert!(publisher.wait_connected(Duration::from_secs(15)).await);
+        Self {
+            store,
+            mock,
+            topology,
+            publisher,
+            config,
+            _db: db,
+        }
+    }
+
+    /// Starts a forwarder with the harness's configuration.
+    pub(crate) async fn start(&self) -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let forwarder = Forwarder::build_with_listener(self.config.clone(), listener)
+            .await
+            .unwrap();
+        let admin = format!("http://127.0.0.1:{}", forwarder.admin_port());
+        let shutdown = forwarder.shutdown_handle();
+        let task = tokio::spawn(forwarder.run_until_stopped());
+        Running {
+            admin,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Stores events as one chunk, as ingest-api does, and publishes it; returns the chunk.
+    pub(crate) async fn submit(&self, tenant: &str, events: Vec<Event>) -> i64 {
+        let chunk = self
+            .store
+            .insert_chunks(&[(tenant, events.iter().collect())])
+            .await
+            .unwrap()[0]
+            .chunk_id
+            .unwrap();
+        self.publisher
+            .publish(&Envelope::new(tenant, chunk, events))
+            .await
+            .unwrap();
+        self.store.mark_published(&[chunk]).await.unwrap();
+        chunk
+    }
+
+    /// Polls `check` until it returns Some, for at most `limit`.
+    pub(crate) async fn wait_for<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        check: impl AsyncFn() -> Option<T>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the mock has accepted `n` distinct events.
+    pub(crate) async fn wait_for_unique(&self, n: u64, limit: Duration) {
+        self.wait_for(&format!("{n} events at the mock"), limit, async || {
+            (self.mock.stats().unique >= n).then_some(())
+        })
+        .await;
+    }
+
+    /// Messages waiting in a queue.
+    pub(crate) async fn queue_length(&self, queue: &str) -> u32 {
+        let connection = interaction_bus::connect(&amqp_url()).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let count = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap()
+            .message_count();
+        let _ = connection.close(200, "done".into()).await;
+        count
+    }
+
+    /// Takes every message off the parked queue: envelopes (or raw bytes) with their reason.
+    pub(crate) async fn take_parked(&self) -> Vec<(Vec<u8>, String)> {
+        let connection = interaction_bus::connect(&amqp_url()).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let mut parked = Vec::new();
+        while let Some(message) = channel
+            .basic_get(
+                self.topology.parked_queue().as_str().into(),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+        {
+            let reason = message
+                .delivery
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|h| h.inner().get("x-park-reason").cloned())
+                .map(|v| match v {
+                    interaction_bus::lapin::types::AMQPValue::LongString(s) => {
+                        String::from_utf8_lossy(s.as_bytes()).into_owned()
+                    }
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_default();
+            parked.push((message.delivery.data.clone(), reason));
+        }
+        let _ = connection.close(200, "done".into()).await;
+        parked
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let topology = self.topology.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let connection = interaction_bus::connect(&amqp_url()).await.ok()?;
+                let channel = connection.create_channel().await.ok()?;
+                interaction_bus::delete_topology(&channel, &topology)
+                    .await
+                    .ok()?;
+                connection.close(200, "cleanup".into()).await.ok()
+            })
+        })
+        .join();
+    }
+}
