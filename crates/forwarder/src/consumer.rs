@@ -94,6 +94,16 @@ async fn consume_once(
     stop: &mut watch::Receiver<bool>,
     failures: &mut u32,
 ) -> anyhow::Result<()> {
+    // Take no work before retries and parking can be published: otherwise the first
+    // deliveries would bounce back while the publisher is still connecting.
+    tokio::select! {
+        connected = context.publisher.wait_connected(Duration::from_secs(30)) => {
+            if !connected {
+                anyhow::bail!("the publisher cannot reach the broker");
+            }
+        }
+        _ = stop.wait_for(|s| *s) => return Ok(()),
+    }
     let connection = interaction_bus::connect_named(&context.amqp_url, "forwarder").await?;
     let channel = connection.create_channel().await?;
     declare_topology(&channel, &context.topology).await?;

@@ -70,6 +70,8 @@ impl Running {
 impl Harness {
     /// A database, a prefix and a mock; `adjust` tunes the forwarder's configuration.
     pub(crate) async fn new(adjust: impl FnOnce(&mut Config)) -> Self {
+        // Logs show in a failing test's output (RUST_LOG decides how much).
+        interaction_runtime::init_logging(interaction_runtime::LogFormat::Text);
         let (db, store) = TestDatabase::migrated().await;
         let mock = MockServer::start(MockConfig::default()).await.unwrap();
         let mut config = Cli::try_parse_from(["forwarder", "--database-url", &db.url])
