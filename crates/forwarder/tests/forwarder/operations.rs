@@ -183,3 +183,22 @@ async fn purge_deletes_only_forwarded_events_past_the_cutoff() {
     assert_eq!(harness.store.chunk_state(delivered).await.unwrap(), None);
     assert_eq!(harness.store.chunk_events(waiting).await.unwrap().len(), 3);
 }
+
+#[tokio::test]
+async fn a_serving_forwarder_purges_periodically_when_configured() {
+    let harness = Harness::new(|c| {
+        c.purge_older_than = Duration::from_millis(200);
+        c.purge_interval = Duration::from_millis(100);
+    })
+    .await;
+    let forwarder = harness.start().await;
+    let chunk = harness.submit("acme", (0..4).map(|n| event(n, "a")).collect()).await;
+    harness.wait_for_unique(4, Duration::from_secs(20)).await;
+    harness
+        .wait_for("the forwarded chunk to be purged", Duration::from_secs(10), async || {
+            (harness.store.chunk_state(chunk).await.ok()?.is_none()).then_some(())
+        })
+        .await;
+    assert!(harness.store.chunk_events(chunk).await.unwrap().is_empty());
+    forwarder.stop().await;
+}
