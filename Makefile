@@ -38,10 +38,8 @@ bench-core: ## Parse + normalize throughput of interaction-core (one core, ~10 s
 	$(CARGO) bench --locked -p interaction-core --bench normalize
 
 .PHONY: run
-run: ## Start the whole pipeline locally (arrives with ingest-api and forwarder)
-	@echo "make run: the ingest-api and forwarder binaries are not built yet (issues 3-5)." >&2
-	@echo "Today the workspace holds interaction-core only: try 'make test' or 'make bench-core'." >&2
-	@exit 1
+run: ## Start PostgreSQL, RabbitMQ, ncanto-mock, ingest-api and forwarder locally (Ctrl-C stops)
+	@scripts/run.sh
 
 .PHONY: clean
 clean: ## Remove build output

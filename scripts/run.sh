@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# `make run`: the whole pipeline on this machine — PostgreSQL and RabbitMQ (started if
+# installed and stopped), the database, migrations, then ncanto-mock, ingest-api and
+# forwarder with the settings of `.env` (copied from `.env.example` when missing). Logs are
+# prefixed by process. Ctrl-C stops all three cleanly and leaves no process behind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PROFILE=${RUN_PROFILE:-debug}   # RUN_PROFILE=release for a release build
+log() { printf '\033[1m[run]\033[0m %s\n' "$*" >&2; }
+
+scripts/ensure-services.sh
+
+if [ ! -f .env ]; then
+  cp .env.example .env
+  log "created .env from .env.example"
+fi
+set -a
+# shellcheck disable=SC1091
+. ./.env
+set +a
+
+# The database named in DATABASE_URL, created if missing (through the server's `postgres` db).
+db_name=${DATABASE_URL##*/}
+db_name=${db_name%%\?*}
+admin_url="${DATABASE_URL%/*}/postgres"
+if ! command -v psql >/dev/null; then
+  log "psql not found: install the PostgreSQL client (sudo apt-get install -y postgresql-client)"
+  exit 1
+fi
+if [ "$(psql "$admin_url" -tAc "SELECT 1 FROM pg_database WHERE datname = '$db_name'")" != "1" ]; then
+  psql "$admin_url" -qc "CREATE DATABASE \"$db_name\""
+  log "created database $db_name"
+fi
+
+log "building ($PROFILE)"
+if [ "$PROFILE" = release ]; then
+  cargo build --release --locked --bins
+else
+  cargo build --locked --bins
+fi
+bin="${CARGO_TARGET_DIR:-target}/$PROFILE"
+
+"$bin/ingest-api" migrate
+
+pids=()
+stop_all() {
+  trap - INT TERM EXIT
+  if [ ${#pids[@]} -gt 0 ]; then
+    log "stopping"
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+  fi
+  log "stopped"
+}
+trap stop_all INT TERM EXIT
+
+start() { # name command...
+  local name=$1
+  shift
+  # The binary runs in the background; its output goes through sed for the prefix. $! is
+  # the binary's pid (process substitution), so signals reach it, not a pipe stage.
+  "$@" > >(sed -u "s/^/[$name] /") 2>&1 &
+  pids+=($!)
+}
+
+start ncanto-mock "$bin/ncanto-mock"
+start ingest-api "$bin/ingest-api"
+start forwarder "$bin/forwarder"
+
+port_of() { echo "${1##*:}"; }
+ingest_port=$(port_of "${INGEST_ADDR:-0.0.0.0:8080}")
+admin_port=$(port_of "${FORWARDER_ADMIN_ADDR:-0.0.0.0:8081}")
+mock_port=$(port_of "${NCANTO_MOCK_ADDR:-127.0.0.1:8090}")
+
+ready() { curl -fsS -o /dev/null "$1" 2>/dev/null; }
+deadline=$((SECONDS + 60))
+until ready "http://127.0.0.1:$ingest_port/readyz" && ready "http://127.0.0.1:$admin_port/readyz" \
+    && ready "http://127.0.0.1:$mock_port/health"; do
+  for pid in "${pids[@]}"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "a process exited during start-up; see its log lines above (is a port already in use?)"
+      exit 1
+    fi
+  done
+  if ((SECONDS >= deadline)); then
+    log "not ready after 60 s; see the log lines above"
+    exit 1
+  fi
+  sleep 0.5
+done
+
+key=${API_KEYS#*:}
+key=${key%%,*}
+cat >&2 <<TXT
+
+  Interaction Logger is running.
+    API           http://127.0.0.1:$ingest_port/api/v1/logs
+    API docs      http://127.0.0.1:$ingest_port/docs
+    health        http://127.0.0.1:$ingest_port/health
+    forwarder     http://127.0.0.1:$admin_port/health
+    Ncanto (mock) http://127.0.0.1:$mock_port/stats
+
+  Send the spec's batch example:
+
+    NOW=\$(date -u +%Y-%m-%dT%H:%M:%SZ)
+    curl -s http://127.0.0.1:$ingest_port/api/v1/logs -H 'Content-Type: application/json' -H 'X-API-Key: $key' --data-binary @- <<EOF
+    [{"timestamp": "\$NOW", "subscriber": "citizen_user_12345", "assetId": "citizen_article_67890",
+      "interaction": "select", "ratingEquivalent": 0.25, "setting": {"device": "web"}},
+     {"timestamp": "\$NOW", "subscriber": "citizen_user_12345", "assetId": "citizen_article_67890",
+      "interaction": "share", "ratingEquivalent": 0.75, "setting": {"device": "web"}}]
+    EOF
+
+  then see it arrive: curl -s http://127.0.0.1:$mock_port/stats
+
+  Ctrl-C stops everything.
+
+TXT
+# Runs until Ctrl-C, or until one of the processes dies (then the others are stopped too).
+wait -n "${pids[@]}" || true
+log "a process exited; stopping the others"
