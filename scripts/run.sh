@@ -60,7 +60,8 @@ start() { # name command...
   shift
   # The binary runs in the background; its output goes through sed for the prefix. $! is
   # the binary's pid (process substitution), so signals reach it, not a pipe stage.
-  "$@" > >(sed -u "s/^/[$name] /") 2>&1 &
+  # The prefixer ignores Ctrl-C: it ends with its input, so shutdown logs still show.
+  "$@" > >(trap '' INT TERM; exec sed -u "s/^/[$name] /") 2>&1 &
   pids+=($!)
 }
 
@@ -101,17 +102,17 @@ cat >&2 <<TXT
     forwarder     http://127.0.0.1:$admin_port/health
     Ncanto (mock) http://127.0.0.1:$mock_port/stats
 
-  Send the spec's batch example:
+  Send the spec's batch example (paste all seven lines):
 
-    NOW=\$(date -u +%Y-%m-%dT%H:%M:%SZ)
-    curl -s http://127.0.0.1:$ingest_port/api/v1/logs -H 'Content-Type: application/json' -H 'X-API-Key: $key' --data-binary @- <<EOF
-    [{"timestamp": "\$NOW", "subscriber": "citizen_user_12345", "assetId": "citizen_article_67890",
-      "interaction": "select", "ratingEquivalent": 0.25, "setting": {"device": "web"}},
-     {"timestamp": "\$NOW", "subscriber": "citizen_user_12345", "assetId": "citizen_article_67890",
-      "interaction": "share", "ratingEquivalent": 0.75, "setting": {"device": "web"}}]
-    EOF
+NOW=\$(date -u +%Y-%m-%dT%H:%M:%SZ)
+curl -s http://127.0.0.1:$ingest_port/api/v1/logs -H 'Content-Type: application/json' -H 'X-API-Key: $key' --data-binary @- <<EOF
+[{"timestamp": "\$NOW", "subscriber": "citizen_user_12345", "assetId": "citizen_article_67890",
+  "interaction": "select", "ratingEquivalent": 0.25, "setting": {"device": "web"}},
+ {"timestamp": "\$NOW", "subscriber": "citizen_user_12345", "assetId": "citizen_article_67890",
+  "interaction": "share", "ratingEquivalent": 0.75, "setting": {"device": "web"}}]
+EOF
 
-  then see it arrive: curl -s http://127.0.0.1:$mock_port/stats
+  Then see it arrive at the mock: curl -s http://127.0.0.1:$mock_port/stats
 
   Ctrl-C stops everything.
 

@@ -3,6 +3,9 @@
 
 use std::io::Write;
 
+/// Levels when `RUST_LOG` is unset: info, but not lapin's per-connection tracing spans.
+pub const DEFAULT_FILTER: &str = "info,tracing::span=warn";
+
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -15,7 +18,7 @@ pub enum LogFormat {
 /// Installs the global logger; later calls are ignored (tests start many apps).
 pub fn init(format: LogFormat) {
     let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(DEFAULT_FILTER));
     if format == LogFormat::Json {
         builder.format(|buf, record| writeln!(buf, "{}", json_line(record, chrono::Utc::now())));
     }
