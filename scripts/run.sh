@@ -44,8 +44,10 @@ bin="${CARGO_TARGET_DIR:-target}/$PROFILE"
 "$bin/ingest-api" migrate
 
 pids=()
+stopping=
 stop_all() {
   trap - INT TERM EXIT
+  stopping=1
   if [ ${#pids[@]} -gt 0 ]; then
     log "stopping"
     kill -TERM "${pids[@]}" 2>/dev/null || true
@@ -119,4 +121,7 @@ EOF
 TXT
 # Runs until Ctrl-C, or until one of the processes dies (then the others are stopped too).
 wait -n "${pids[@]}" || true
-log "a process exited; stopping the others"
+if [ -z "$stopping" ]; then
+  log "a process exited; stopping the others"
+  exit 1
+fi
