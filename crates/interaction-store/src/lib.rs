@@ -33,6 +33,9 @@ pub use chunks::{ChunkToPublish, InsertedChunk, StoredEvent};
 pub use delivery::{Failure, FailureRow, Purged};
 pub use error::StoreError;
 
+/// Key of the PostgreSQL advisory lock held while migrating ("ILOG" in ASCII).
+const MIGRATION_LOCK: i64 = 0x494C_4F47;
+
 /// The schema migrations, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -119,6 +122,13 @@ impl Store {
             let mut conn =
                 <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(&url)
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            // ingest-api and forwarder both migrate at start-up, many replicas at once: the
+            // lock makes them take turns (the later ones find nothing left to do). It is held
+            // by this connection and released with it, even if a migration fails.
+            diesel::RunQueryDsl::execute(
+                diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")),
+                &mut conn,
+            )?;
             conn.run_pending_migrations(MIGRATIONS)
                 .map(|versions| versions.iter().map(ToString::to_string).collect())
                 .map_err(|e| StoreError::Migration(e.to_string()))

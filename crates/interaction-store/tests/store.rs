@@ -39,6 +39,18 @@ async fn migrations_apply_once_and_then_have_nothing_to_do() {
     assert_eq!(store.pending_event_count().await.unwrap(), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_take_turns_and_apply_once() {
+    let db = TestDatabase::create().await;
+    let stores: Vec<Store> = (0..4)
+        .map(|_| Store::new(&StoreConfig::new(db.url.clone())).unwrap())
+        .collect();
+    let runs = stores.iter().map(|s| s.migrate());
+    let results = futures_util::future::join_all(runs).await;
+    let applied: usize = results.into_iter().map(|r| r.unwrap().len()).sum();
+    assert_eq!(applied, 2, "each migration applied exactly once");
+}
+
 #[tokio::test]
 async fn a_chunk_is_stored_exactly_and_counts_as_pending() {
     let (_db, store) = TestDatabase::migrated().await;

@@ -63,6 +63,7 @@ pub(crate) fn admin(config: &mut web::ServiceConfig) {
         .route("/health", web::get().to(health))
         .route("/stats", web::get().to(get_stats))
         .route("/stats", web::delete().to(delete_stats))
+        .route("/events", web::get().to(get_events))
         .route("/faults", web::get().to(get_faults))
         .route("/faults", web::post().to(post_faults))
         .route("/faults", web::delete().to(delete_faults));
@@ -79,6 +80,12 @@ async fn health() -> HttpResponse {
 
 async fn get_stats(shared: web::Data<Shared>) -> HttpResponse {
     HttpResponse::Ok().json(shared.recorder.stats())
+}
+
+/// Every accepted event in arrival order (empty when recording is off): what end-to-end
+/// tests compare with what they sent.
+async fn get_events(shared: web::Data<Shared>) -> HttpResponse {
+    HttpResponse::Ok().json(shared.recorder.events())
 }
 
 async fn delete_stats(shared: web::Data<Shared>) -> HttpResponse {

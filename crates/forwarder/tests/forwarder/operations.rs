@@ -192,12 +192,16 @@ async fn a_serving_forwarder_purges_periodically_when_configured() {
     })
     .await;
     let forwarder = harness.start().await;
-    let chunk = harness.submit("acme", (0..4).map(|n| event(n, "a")).collect()).await;
+    let chunk = harness
+        .submit("acme", (0..4).map(|n| event(n, "a")).collect())
+        .await;
     harness.wait_for_unique(4, Duration::from_secs(20)).await;
     harness
-        .wait_for("the forwarded chunk to be purged", Duration::from_secs(10), async || {
-            (harness.store.chunk_state(chunk).await.ok()?.is_none()).then_some(())
-        })
+        .wait_for(
+            "the forwarded chunk to be purged",
+            Duration::from_secs(10),
+            async || (harness.store.chunk_state(chunk).await.ok()?.is_none()).then_some(()),
+        )
         .await;
     assert!(harness.store.chunk_events(chunk).await.unwrap().is_empty());
     forwarder.stop().await;

@@ -282,3 +282,20 @@ async fn health_answers_ok() {
         json!({"status": "ok"})
     );
 }
+
+#[tokio::test]
+async fn accepted_events_are_listed_over_http_in_arrival_order() {
+    let app = TestMock::spawn().await;
+    app.post(&json!([event(1), event(2)])).await;
+    app.post(&event(3)).await;
+    let listed: Vec<Value> = app
+        .client
+        .get(app.url("/events"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![event(1), event(2), event(3)]);
+}
