@@ -17,6 +17,7 @@ services: ## Make sure PostgreSQL and RabbitMQ are running (starts them if insta
 
 .PHONY: test
 test: services ## Run every test of the workspace (starts PostgreSQL and RabbitMQ first)
+	$(CARGO) build --workspace --locked --bins  # the end-to-end tests run these binaries
 	$(CARGO) test --workspace --locked --doc
 ifeq ($(NEXTEST),yes)
 	$(CARGO) nextest run --workspace --locked --no-fail-fast

@@ -8,7 +8,7 @@ mod metrics;
 mod signals;
 
 pub use duration::parse_duration;
-pub use logging::{LogFormat, init as init_logging, json_line};
+pub use logging::{DEFAULT_FILTER, LogFormat, init as init_logging, json_line};
 pub use metrics::metrics_handle;
 pub use metrics_exporter_prometheus::PrometheusHandle;
 pub use signals::termination;

@@ -1,0 +1,7 @@
+//! End-to-end: the three real binaries as processes (own database, own AMQP prefix, free
+//! ports), driven only over HTTP — what a client sends to ingest-api must be what the mock
+//! Ncanto receives.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod pipeline;
+mod scenarios;
