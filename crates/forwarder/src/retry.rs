@@ -6,6 +6,10 @@
 //! the remaining events go to a TTL retry queue (5 s, 30 s, 2 min, 10 min) and come back
 //! later: a long wait never holds a consumer or its prefetch slot. After `max_attempts` trips
 //! through the retry queues, the events are parked for an operator.
+//!
+//! The delays are computed here rather than with the `backoff` crate DESIGN.md names: that
+//! crate is unmaintained (RUSTSEC-2025-0012, and it pulls in the unmaintained `instant`), and
+//! the whole policy is three small functions that are easier to test as tables.
 
 use std::time::Duration;
 
