@@ -38,6 +38,16 @@ fmt: ## Format the code
 bench-core: ## Parse + normalize throughput of interaction-core (one core, ~10 s)
 	$(CARGO) bench --locked -p interaction-core --bench normalize
 
+.PHONY: bench
+bench: services ## Throughput, latency and memory of the whole pipeline vs the raw limits (a few minutes)
+	$(CARGO) build --release --locked --bins
+	$(or $(CARGO_TARGET_DIR),target)/release/bench
+
+.PHONY: bench-quick
+bench-quick: services ## The same, in about 30 seconds
+	$(CARGO) build --release --locked --bins
+	$(or $(CARGO_TARGET_DIR),target)/release/bench --quick
+
 .PHONY: run
 run: ## Start PostgreSQL, RabbitMQ, ncanto-mock, ingest-api and forwarder locally (Ctrl-C stops)
 	@scripts/run.sh
