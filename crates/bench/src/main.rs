@@ -616,6 +616,6 @@ fn print_table(report: &Report) {
     }
     println!();
     println!(
-        "(end-to-end p50/p99 are the time from 202 to arrival at the mock, read off the accepted and delivered curves sampled every 100 ms)"
+        "(end-to-end p50/p99 are the time from 202 to arrival at the mock, read off the accepted and delivered curves sampled every 20 ms)"
     );
 }
