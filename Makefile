@@ -38,6 +38,11 @@ fmt: ## Format the code
 bench-core: ## Parse + normalize throughput of interaction-core (one core, ~10 s)
 	$(CARGO) bench --locked -p interaction-core --bench normalize
 
+.PHONY: faults
+faults: services ## Fault scenarios with their reports: broker/database/Ncanto outages, kills, replicas, poison
+	$(CARGO) build --workspace --locked --bins
+	FAULTS_NCANTO_DOWN_SECS=$${FAULTS_NCANTO_DOWN_SECS:-60} $(CARGO) nextest run --locked -p e2e --no-capture -E 'test(/fault_/)'
+
 .PHONY: bench
 bench: services ## Throughput, latency and memory of the whole pipeline vs the raw limits (a few minutes)
 	$(CARGO) build --release --locked --bins

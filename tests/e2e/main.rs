@@ -3,5 +3,8 @@
 //! Ncanto receives.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod faults;
+mod load;
 mod pipeline;
+mod proxy;
 mod scenarios;

@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use interaction_bus::Topology;
+
+use crate::proxy::Proxy;
 use interaction_store::testing::TestDatabase;
 use serde_json::Value;
 
@@ -39,20 +41,52 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// One of the three services.
+/// One of the services; ingest-api and forwarder may run several instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Service {
     Mock,
-    Ingest,
-    Forwarder,
+    Ingest(usize),
+    Forwarder(usize),
+}
+
+/// How to lay the pipeline out.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    /// ingest-api instances.
+    pub(crate) ingest: usize,
+    /// forwarder instances.
+    pub(crate) forwarders: usize,
+    /// Put a proxy the test can cut between the binaries and PostgreSQL.
+    pub(crate) proxy_database: bool,
+    /// Put a proxy the test can cut between the binaries and RabbitMQ.
+    pub(crate) proxy_broker: bool,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Self {
+            ingest: 1,
+            forwarders: 1,
+            proxy_database: false,
+            proxy_broker: false,
+        }
+    }
 }
 
 /// The running pipeline of one test.
 pub(crate) struct Pipeline {
     pub(crate) client: reqwest::Client,
+    /// The first ingest-api.
     pub(crate) ingest: String,
-    pub(crate) forwarder_admin: String,
+    /// Every ingest-api.
+    pub(crate) ingests: Vec<String>,
+    forwarder_admins: Vec<String>,
+    /// The mock's admin address (stats, events, faults).
     pub(crate) mock: String,
+    /// Between the binaries and PostgreSQL, when the layout asks for it.
+    pub(crate) database_proxy: Option<Proxy>,
+    /// Between the binaries and RabbitMQ, when the layout asks for it.
+    pub(crate) broker_proxy: Option<Proxy>,
     children: HashMap<Service, Child>,
     envs: HashMap<Service, Vec<(String, String)>>,
     workdir: PathBuf,
@@ -64,68 +98,124 @@ impl Pipeline {
     /// Starts mock, ingest-api and forwarder; `extra` adds or overrides environment variables
     /// of ingest-api and forwarder.
     pub(crate) async fn start(extra: &[(&str, &str)]) -> Self {
+        Self::start_with(Layout::default(), extra).await
+    }
+
+    /// Starts the services of `layout`; `extra` adds or overrides environment variables of
+    /// every ingest-api and forwarder.
+    pub(crate) async fn start_with(layout: Layout, extra: &[(&str, &str)]) -> Self {
         let db = TestDatabase::create().await;
         let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
-        let (ingest_port, admin_port, mock_port) = (free_port(), free_port(), free_port());
+        let (mock_port, mock_admin_port) = (free_port(), free_port());
         // An empty working directory: the binaries must not pick up a developer's `.env`.
         let workdir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&workdir).unwrap();
+        let database_proxy = if layout.proxy_database {
+            Some(Proxy::start("127.0.0.1:5432").await)
+        } else {
+            None
+        };
+        let broker_proxy = if layout.proxy_broker {
+            Some(Proxy::start("127.0.0.1:5672").await)
+        } else {
+            None
+        };
+        let database_url = match &database_proxy {
+            Some(proxy) => db
+                .url
+                .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port)),
+            None => db.url.clone(),
+        };
+        let amqp = match &broker_proxy {
+            Some(proxy) => {
+                amqp_url().replace("127.0.0.1:5672", &format!("127.0.0.1:{}", proxy.port))
+            }
+            None => amqp_url(),
+        };
         let common = [
-            ("DATABASE_URL", db.url.clone()),
-            ("AMQP_URL", amqp_url()),
+            ("DATABASE_URL", database_url),
+            ("AMQP_URL", amqp),
             ("AMQP_PREFIX", prefix.clone()),
             ("RUST_LOG", "warn".to_owned()),
             ("NCANTO_API_KEY", NCANTO_KEY.to_owned()),
+            ("DATABASE_TIMEOUT", "1s".to_owned()),
         ];
-        let mut envs: HashMap<Service, Vec<(String, String)>> = HashMap::new();
         let own = |pairs: &[(&str, String)]| -> Vec<(String, String)> {
             common
                 .iter()
                 .chain(pairs)
                 .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .chain(
+                    extra
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+                )
                 .collect()
         };
+        let mut envs: HashMap<Service, Vec<(String, String)>> = HashMap::new();
         envs.insert(
             Service::Mock,
             own(&[
                 ("NCANTO_MOCK_ADDR", format!("127.0.0.1:{mock_port}")),
-                ("NCANTO_MOCK_ADMIN_ADDR", "none".into()),
+                // Admin calls go here: it stays open when a fault closes the main port.
+                (
+                    "NCANTO_MOCK_ADMIN_ADDR",
+                    format!("127.0.0.1:{mock_admin_port}"),
+                ),
                 ("NCANTO_MOCK_WORKERS", "2".into()),
             ]),
         );
-        let mut ingest = own(&[
-            ("INGEST_ADDR", format!("127.0.0.1:{ingest_port}")),
-            ("API_KEYS", format!("e2e:{API_KEY}")),
-            ("HTTP_WORKERS", "2".into()),
-            ("RELAY_INTERVAL", "200ms".into()),
-            ("RELAY_AFTER", "1s".into()),
-        ]);
-        let mut forwarder = own(&[
-            ("FORWARDER_ADMIN_ADDR", format!("127.0.0.1:{admin_port}")),
-            ("NCANTO_API_URL", format!("http://127.0.0.1:{mock_port}")),
-            ("RETRY_BASE", "20ms".into()),
-        ]);
-        for (k, v) in extra {
-            ingest.push(((*k).to_owned(), (*v).to_owned()));
-            forwarder.push(((*k).to_owned(), (*v).to_owned()));
+        let mut ingests = Vec::new();
+        for i in 0..layout.ingest {
+            let port = free_port();
+            ingests.push(format!("http://127.0.0.1:{port}"));
+            envs.insert(
+                Service::Ingest(i),
+                own(&[
+                    ("INGEST_ADDR", format!("127.0.0.1:{port}")),
+                    ("API_KEYS", format!("e2e:{API_KEY}")),
+                    ("HTTP_WORKERS", "2".into()),
+                    ("RELAY_INTERVAL", "200ms".into()),
+                    ("RELAY_AFTER", "1s".into()),
+                    ("RATE_LIMIT_RPS", "0".into()),
+                ]),
+            );
         }
-        envs.insert(Service::Ingest, ingest);
-        envs.insert(Service::Forwarder, forwarder);
+        let mut forwarder_admins = Vec::new();
+        for i in 0..layout.forwarders {
+            let port = free_port();
+            forwarder_admins.push(format!("http://127.0.0.1:{port}"));
+            envs.insert(
+                Service::Forwarder(i),
+                own(&[
+                    ("FORWARDER_ADMIN_ADDR", format!("127.0.0.1:{port}")),
+                    ("NCANTO_API_URL", format!("http://127.0.0.1:{mock_port}")),
+                    ("RETRY_BASE", "20ms".into()),
+                ]),
+            );
+        }
         let mut pipeline = Self {
             client: reqwest::Client::new(),
-            ingest: format!("http://127.0.0.1:{ingest_port}"),
-            forwarder_admin: format!("http://127.0.0.1:{admin_port}"),
-            mock: format!("http://127.0.0.1:{mock_port}"),
+            ingest: ingests[0].clone(),
+            ingests,
+            forwarder_admins,
+            mock: format!("http://127.0.0.1:{mock_admin_port}"),
+            database_proxy,
+            broker_proxy,
             children: HashMap::new(),
             envs,
             workdir,
             topology: Topology::new(prefix),
             _db: db,
         };
-        for service in [Service::Mock, Service::Ingest, Service::Forwarder] {
-            pipeline.spawn(service);
+        let services: Vec<Service> = std::iter::once(Service::Mock)
+            .chain((0..layout.ingest).map(Service::Ingest))
+            .chain((0..layout.forwarders).map(Service::Forwarder))
+            .collect();
+        for service in &services {
+            pipeline.spawn(*service);
         }
-        for service in [Service::Mock, Service::Ingest, Service::Forwarder] {
+        for service in services {
             pipeline.wait_ready(service).await;
         }
         pipeline
@@ -135,12 +225,13 @@ impl Pipeline {
     pub(crate) fn spawn(&mut self, service: Service) {
         let name = match service {
             Service::Mock => "ncanto-mock",
-            Service::Ingest => "ingest-api",
-            Service::Forwarder => "forwarder",
+            Service::Ingest(_) => "ingest-api",
+            Service::Forwarder(_) => "forwarder",
         };
         let child = Command::new(binary(name))
             .current_dir(&self.workdir)
             .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(self.envs[&service].iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .spawn()
@@ -151,8 +242,8 @@ impl Pipeline {
     fn ready_url(&self, service: Service) -> String {
         match service {
             Service::Mock => format!("{}/health", self.mock),
-            Service::Ingest => format!("{}/readyz", self.ingest),
-            Service::Forwarder => format!("{}/readyz", self.forwarder_admin),
+            Service::Ingest(i) => format!("{}/readyz", self.ingests[i]),
+            Service::Forwarder(i) => format!("{}/readyz", self.forwarder_admins[i]),
         }
     }
 
@@ -255,6 +346,27 @@ impl Pipeline {
             .await
             .unwrap();
         assert!(response.status().is_success());
+    }
+
+    /// Takes every message off the parked queue; returns how many there were.
+    pub(crate) async fn drain_parked(&self) -> usize {
+        use interaction_bus::lapin::options::BasicGetOptions;
+        let connection = interaction_bus::connect(&amqp_url()).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let mut n = 0;
+        while channel
+            .basic_get(
+                self.topology.parked_queue().as_str().into(),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+            .is_some()
+        {
+            n += 1;
+        }
+        let _ = connection.close(200, "done".into()).await;
+        n
     }
 
     /// ingest-api's `/health`.

@@ -187,15 +187,15 @@ async fn a_forwarder_stopped_with_sigterm_mid_stream_and_started_again_delivers_
     let accepted = send_mixed(&pipeline, 2_000, 4, "term").await;
     assert_eq!(accepted.len(), 2_000);
     pipeline.wait_for_unique(100, Duration::from_secs(30)).await;
-    pipeline.terminate(Service::Forwarder).await;
+    pipeline.terminate(Service::Forwarder(0)).await;
     let delivered = pipeline.mock_stats().await["unique"].as_u64().unwrap();
     assert!(
         delivered < 2_000,
         "stopped mid-stream ({delivered} delivered)"
     );
     pipeline.mock_faults(json!({})).await;
-    pipeline.spawn(Service::Forwarder);
-    pipeline.wait_ready(Service::Forwarder).await;
+    pipeline.spawn(Service::Forwarder(0));
+    pipeline.wait_ready(Service::Forwarder(0)).await;
     let stats = pipeline
         .wait_for_unique(2_000, Duration::from_secs(60))
         .await;
@@ -207,10 +207,10 @@ async fn an_ingest_api_killed_right_after_its_202s_loses_nothing_it_acknowledged
     let mut pipeline = Pipeline::start(&[]).await;
     let accepted = send_mixed(&pipeline, 2_000, 4, "kill").await;
     // No grace: whatever was committed but not yet published must be found by the relay.
-    pipeline.kill(Service::Ingest);
+    pipeline.kill(Service::Ingest(0));
     assert_eq!(accepted.len(), 2_000);
-    pipeline.spawn(Service::Ingest);
-    pipeline.wait_ready(Service::Ingest).await;
+    pipeline.spawn(Service::Ingest(0));
+    pipeline.wait_ready(Service::Ingest(0)).await;
     pipeline
         .wait_for_unique(2_000, Duration::from_secs(60))
         .await;

@@ -1,0 +1,129 @@
+//! Continuous load from concurrent clients, remembering exactly which events were
+//! acknowledged (202), so a scenario can check each of them arrived.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::pipeline::API_KEY;
+
+/// What a load run did.
+#[derive(Debug, Default)]
+pub(crate) struct Sent {
+    /// Events sent.
+    pub(crate) sent: u64,
+    /// Subscribers (one per event, unique) of the events answered 202.
+    pub(crate) acked: Vec<String>,
+    /// Requests answered otherwise, or failed, by status (0: no answer).
+    pub(crate) refused: std::collections::BTreeMap<u16, u64>,
+}
+
+/// A running load.
+pub(crate) struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+    clients: Vec<tokio::task::JoinHandle<Sent>>,
+}
+
+fn event(subscriber: &str, asset: &str) -> Value {
+    let ts = (chrono::Utc::now() - chrono::TimeDelta::seconds(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    json!({"timestamp": ts, "subscriber": subscriber, "assetId": asset,
+           "interaction": "play", "ratingEquivalent": 0.25, "setting": {"device": "web"}})
+}
+
+impl Load {
+    /// `clients` clients, spread over `targets` (ingest-api base URLs), each sending every
+    /// `pause` either a batch of 10 (even clients) or one event (odd clients). Events whose
+    /// number is a multiple of `poison_every` (if set) get an asset named `poison`.
+    pub(crate) fn start(
+        targets: Vec<String>,
+        clients: usize,
+        pause: Duration,
+        tag: &str,
+        poison_every: Option<u64>,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked_count = Arc::new(AtomicU64::new(0));
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let clients = (0..clients)
+            .map(|c| {
+                let (stop, acked_count, http) = (stop.clone(), acked_count.clone(), http.clone());
+                let target = targets[c % targets.len()].clone();
+                let tag = format!("{tag}-{c}");
+                tokio::spawn(async move {
+                    let mut out = Sent::default();
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::SeqCst) {
+                        let size = if c % 2 == 0 { 10 } else { 1 };
+                        let names: Vec<String> =
+                            (n..n + size).map(|i| format!("{tag}-{i}")).collect();
+                        let events: Vec<Value> = (n..n + size)
+                            .zip(&names)
+                            .map(|(i, name)| {
+                                let poisoned = poison_every.is_some_and(|every| i % every == 0);
+                                event(name, if poisoned { "poison" } else { "asset" })
+                            })
+                            .collect();
+                        n += size;
+                        let (path, body) = if size == 1 {
+                            ("/api/v1/log", events[0].clone())
+                        } else {
+                            ("/api/v1/logs", json!(events))
+                        };
+                        out.sent += size;
+                        let status = http
+                            .post(format!("{target}{path}"))
+                            .header("content-type", "application/json")
+                            .header("x-api-key", API_KEY)
+                            .json(&body)
+                            .send()
+                            .await
+                            .map(|r| r.status().as_u16())
+                            .unwrap_or(0);
+                        if status == 202 {
+                            acked_count.fetch_add(size, Ordering::Relaxed);
+                            out.acked.extend(names);
+                        } else {
+                            *out.refused.entry(status).or_default() += 1;
+                            // A refused client backs off a little, as a real one would.
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        tokio::time::sleep(pause).await;
+                    }
+                    out
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            acked: acked_count,
+            clients,
+        }
+    }
+
+    /// Events acknowledged so far.
+    pub(crate) fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
+    }
+
+    /// Stops the clients and sums up.
+    pub(crate) async fn stop(self) -> Sent {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut total = Sent::default();
+        for client in self.clients {
+            let sent = client.await.unwrap();
+            total.sent += sent.sent;
+            total.acked.extend(sent.acked);
+            for (status, n) in sent.refused {
+                *total.refused.entry(status).or_default() += n;
+            }
+        }
+        total
+    }
+}
