@@ -2,6 +2,8 @@
 //! ports), driven only over HTTP — what a client sends to ingest-api must be what the mock
 //! Ncanto receives.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// The fault scenarios print their report lines (`make faults` shows them).
+#![allow(clippy::print_stderr)]
 
 mod faults;
 mod load;
