@@ -75,8 +75,15 @@ pub struct Config {
     #[arg(long, env = "HTTP_WORKERS", default_value_t = 0)]
     pub http_workers: usize,
 
-    /// Clients' API keys: `tenant:key` pairs, comma-separated.
-    #[arg(long, env = "API_KEYS", hide_env_values = true)]
+    /// Clients' API keys: `tenant:key` pairs, comma-separated (required to serve; `migrate`
+    /// does without).
+    #[arg(
+        long,
+        env = "API_KEYS",
+        hide_env_values = true,
+        default_value = "",
+        hide_default_value = true
+    )]
     pub api_keys: String,
 
     /// Requests per second allowed per API key (0: no limit). An app's key is shared by every
@@ -185,6 +192,17 @@ mod tests {
         let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cli.config.write_linger, Duration::from_millis(2));
         assert_eq!(cli.config.rating_map_file, "");
+    }
+
+    #[test]
+    fn migrate_needs_no_api_keys_but_serving_refuses_to_start_without() {
+        let cli =
+            Cli::try_parse_from(["ingest-api", "--database-url", "postgres://x/y", "migrate"])
+                .unwrap();
+        assert!(matches!(cli.command, Some(Command::Migrate)));
+        assert_eq!(cli.config.api_keys, "");
+        let error = crate::auth::ApiKeys::parse(&cli.config.api_keys).unwrap_err();
+        assert!(error.contains("API_KEYS is empty"), "{error}");
     }
 
     #[test]

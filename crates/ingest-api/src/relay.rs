@@ -41,6 +41,10 @@ pub fn start(
                 _ = tokio::time::sleep(config.interval) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
+            // Refresh the backlog gauges here, not only when someone asks /health.
+            if let Ok(pending) = store.pending_event_count().await {
+                metrics::gauge!("ingest_pending_interactions").set(pending as f64);
+            }
             match store.unpublished_chunk_count().await {
                 Ok(n) => metrics::gauge!("ingest_unpublished_chunks").set(n as f64),
                 Err(error) => {

@@ -141,6 +141,18 @@ async fn metrics_count_requests_and_events() {
         .text()
         .await
         .unwrap();
+    // The relay refreshes the backlog gauge every interval (200 ms in tests).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("ingest_pending_interactions"), "{text}");
     for name in [
         "http_requests_total",
         "ingest_events_stored_total",
