@@ -322,6 +322,30 @@ def check_references(objects: list[dict], index: dict, where: str) -> None:
            f"{where}: the forwarder needs exactly one autoscaler (KEDA or the HPA component)")
 
 
+def check_replay_job(objects: list[dict], index: dict, where: str, documented: set[str]) -> None:
+    """The Job scripts/k8s-replay-job.py makes from this variant's forwarder Deployment."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("replay_job", REPO / "scripts" / "k8s-replay-job.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    job = module.job_from(index[("Deployment", "forwarder")],
+                          ["--tenant", "acme", "--since", "2026-11-20T00:00:00Z"], "replay-acme-20261121000000")
+    label = f"{where}: replay Job"
+    check_schema(job, label)
+    check_workload(job, index, label, documented)
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    for (kind, name), obj in index.items():
+        if kind in ("Service", "PodDisruptionBudget"):
+            selector = obj["spec"].get("selector", {})
+            selector = selector.get("matchLabels", selector)
+            expect(not matches(selector, labels), f"{label}: {kind}/{name} would select the replay pod")
+    policies = [o for (k, _), o in index.items() if k == "NetworkPolicy"
+                and matches(o["spec"]["podSelector"].get("matchLabels", {}), labels)]
+    ports = {p["port"] for o in policies for rule in o["spec"].get("egress", []) for p in rule.get("ports", [])}
+    expect({5432, 443} <= ports, f"{label}: no NetworkPolicy lets it reach PostgreSQL and Ncanto")
+
+
 def check_variant(where: str, objects: list[dict]) -> int:
     if not objects:
         return 0
@@ -339,6 +363,7 @@ def check_variant(where: str, objects: list[dict]) -> int:
         if pod_spec(obj) is not None:
             check_workload(obj, index, where, documented)
     check_references(objects, index, where)
+    check_replay_job(objects, index, where, documented)
     return len(objects)
 
 
