@@ -76,7 +76,7 @@ k8s-apply: ## Apply a k8s overlay to the current context: config, migration Job,
 
 .PHONY: gateway-test
 gateway-test: ## Run nginx with deploy/nginx's config in front of a real ingest-api and check it
-	@scripts/gateway-test.sh
+	@timeout -k 30 300 scripts/gateway-test.sh  # bounded: cleanup runs on the timeout too
 
 .PHONY: clean
 clean: ## Remove build output

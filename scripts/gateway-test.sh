@@ -134,7 +134,7 @@ wait_http "http://127.0.0.1:$api_port/readyz" 60 "$api_pid" || die "ingest-api d
 gw_port=$(free_port)
 mkdir -p "$tmp/conf"
 GATEWAY_LISTEN="127.0.0.1:$gw_port" GATEWAY_UPSTREAM="127.0.0.1:$api_port" \
-  GATEWAY_RATE_LIMIT=20r/s GATEWAY_RATE_BURST=40 \
+  GATEWAY_RATE_LIMIT=5r/s GATEWAY_RATE_BURST=20 \
   envsubst '${GATEWAY_LISTEN} ${GATEWAY_UPSTREAM} ${GATEWAY_RATE_LIMIT} ${GATEWAY_RATE_BURST}' \
   <deploy/nginx/gateway.conf.template >"$tmp/conf/gateway.conf"
 # The main context is this harness's (what the nginx image's nginx.conf is in compose): its own
@@ -251,7 +251,8 @@ PY
 )
 check "JSON access log, one object per line, with request_id and upstream" "$([ "$log_ok" = ok ] && echo 0 || echo 1)" "$log_ok"
 
-# 80 requests at once on one connection: 20 r/s with a burst of 40 leaves the rest at 429.
+# 80 requests in a row on one connection: 5 r/s with a burst of 20 turns most of them into 429s,
+# even on a loaded machine (the checks above stay well inside the burst).
 codes=$(curl -sS --max-time 20 -o /dev/null -w '%{http_code}\n' $(for _ in $(seq 80); do echo "$gw/livez"; done) | sort | uniq -c | tr -s ' \n' ' ' || true)
 request GET /livez
 rate_body_ok=1

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 need_python() { # module pip-requirement
   python3 -c "import $1" 2>/dev/null && return
   echo "[validate] installing $2" >&2
-  python3 -m pip install --quiet --disable-pip-version-check "$2" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "$2" >&2
 }
 
 case "${1:-}" in
