@@ -9,7 +9,7 @@ NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
 .PHONY: help
 help: ## List every target
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: services
 services: ## Make sure PostgreSQL and RabbitMQ are running (starts them if installed)
@@ -56,6 +56,42 @@ bench-quick: services ## The same, in about 30 seconds
 .PHONY: run
 run: ## Start PostgreSQL, RabbitMQ, ncanto-mock, ingest-api and forwarder locally (Ctrl-C stops)
 	@scripts/run.sh
+
+# --- deployment (deploy/, k8s/; README "Deploying") ---
+DOCKER ?= docker
+COMPOSE ?= $(DOCKER) compose -f deploy/docker-compose.yml
+IMAGE_TAG ?= dev
+OVERLAY ?= dev
+
+.PHONY: images
+images: ## Build the images of ingest-api, forwarder and ncanto-mock (IMAGE_TAG=dev)
+	for target in ingest-api forwarder ncanto-mock; do \
+	  $(DOCKER) build -f deploy/Dockerfile --target $$target -t interaction-logger/$$target:$(IMAGE_TAG) . || exit 1; \
+	done
+
+.PHONY: up
+up: ## Start the whole pipeline in Docker (compose: gateway on :8080, 2 ingest-api replicas)
+	$(COMPOSE) up -d --build
+
+.PHONY: down
+down: ## Stop the compose pipeline (keeps its data volumes)
+	$(COMPOSE) down
+
+.PHONY: compose-validate
+compose-validate: ## Check docker-compose.yml (compose-spec schema + cross-checks) and the Dockerfile, offline
+	@scripts/validate-deploy.sh compose
+
+.PHONY: k8s-validate
+k8s-validate: ## Render every k8s overlay and check it against the Kubernetes schemas; alerts, dashboard
+	@scripts/validate-deploy.sh k8s
+
+.PHONY: k8s-apply
+k8s-apply: ## Apply a k8s overlay to the current context: config, migration Job, then rollout (OVERLAY=dev)
+	@scripts/k8s-apply.sh $(OVERLAY)
+
+.PHONY: gateway-test
+gateway-test: ## Run nginx with deploy/nginx's config in front of a real ingest-api and check it
+	@timeout -k 30 300 scripts/gateway-test.sh  # bounded: cleanup runs on the timeout too
 
 .PHONY: clean
 clean: ## Remove build output
