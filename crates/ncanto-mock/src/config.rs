@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::{ArgAction, Parser, ValueEnum};
 
 use crate::faults::{Faults, Outage};
-use crate::logging::LogFormat;
 use crate::server::MockConfig;
+use interaction_runtime::LogFormat;
 
 /// A fake Ncanto recommendation API (`POST /interactions`) for local runs, tests and
 /// benchmarks: validates events strictly, counts them, and injects faults on demand.

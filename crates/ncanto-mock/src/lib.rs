@@ -42,7 +42,6 @@
 
 pub mod config;
 pub mod faults;
-pub mod logging;
 mod routes;
 mod server;
 pub mod stats;

@@ -8,7 +8,7 @@ async fn main() -> anyhow::Result<()> {
     // A missing .env is normal outside local runs.
     let _ = dotenvy::dotenv();
     let config = Config::parse();
-    ncanto_mock::logging::init(config.log_format);
+    interaction_runtime::init_logging(config.log_format);
     let mock = MockServer::start(config.mock_config()).await?;
     match mock.admin_url() {
         Some(admin) => log::info!("ncanto-mock listening on {} (admin {admin})", mock.url()),

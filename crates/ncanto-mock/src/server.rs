@@ -291,7 +291,7 @@ impl MockServer {
     pub async fn run_until_stopped(self, report_every: Duration) {
         let mut reports = (!report_every.is_zero()).then(|| tokio::time::interval(report_every));
         let mut last = Stats::default();
-        let stopped = termination();
+        let stopped = interaction_runtime::termination();
         tokio::pin!(stopped);
         loop {
             let tick = async {
@@ -401,29 +401,6 @@ fn summary(stats: &Stats, last: &Stats) -> String {
         stats.rejected_requests,
         stats.failed_requests,
     )
-}
-
-/// Resolves on SIGTERM (Kubernetes, docker stop) or SIGINT (Ctrl-C).
-async fn termination() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
 
 #[cfg(test)]
