@@ -268,11 +268,12 @@ fn cases() -> Vec<Case> {
             "not valid JSON",
             None,
         ),
+        refused("invalid UTF-8", invalid_utf8, 400, "invalid UTF-8", None),
         refused(
-            "invalid UTF-8",
-            invalid_utf8,
+            "invalid UTF-8 in an unknown field beside a valid event: nothing stored",
+            [b"[".as_slice(), &valid, b",{\"x\":\"\xff\"}]"].concat(),
             400,
-            "invalid unicode code point",
+            "invalid UTF-8",
             None,
         ),
         refused(
