@@ -91,6 +91,7 @@ done
 log "ingest-api on port $PORT; $MAX_EXAMPLES examples per operation, at most ${MAX_TIME}s"
 START=$SECONDS
 set +e
+cd "$WORK" # schemathesis keeps a cache in .schemathesis/ of its working directory
 schemathesis run "http://127.0.0.1:$PORT/openapi.json" \
   --header "X-API-Key: $KEY" \
   --checks all \
