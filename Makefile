@@ -34,6 +34,10 @@ lint: ## rustfmt check + clippy with -D warnings
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
+.PHONY: schemathesis
+schemathesis: services ## Property-based API tests from /openapi.json against a real ingest-api (~2 min)
+	scripts/schemathesis.sh
+
 .PHONY: bench-core
 bench-core: ## Parse + normalize throughput of interaction-core (one core, ~10 s)
 	$(CARGO) bench --locked -p interaction-core --bench normalize

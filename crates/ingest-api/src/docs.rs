@@ -14,6 +14,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 /// One interaction event as a client sends it. Unknown fields are refused.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({
     "timestamp": "2025-07-09T10:15:00Z",
     "subscriber": "viusasa_user_12345",
@@ -27,11 +28,13 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 pub struct InteractionInput {
     /// RFC 3339 with an offset; stored as UTC. At most 5 minutes ahead, at most 30 days old
     /// (configurable).
-    #[schema(example = "2025-07-09T10:15:00Z")]
+    #[schema(example = "2025-07-09T10:15:00Z", format = DateTime)]
     timestamp: String,
     /// The user; 1–256 characters.
+    #[schema(min_length = 1)]
     subscriber: String,
     /// The content or product; 1–256 characters.
+    #[schema(min_length = 1)]
     asset_id: String,
     /// The interaction type (any ASCII case). Required unless `action` is sent.
     #[schema(value_type = Option<InteractionTypeDoc>, example = "play_complete")]
@@ -61,6 +64,7 @@ pub struct InteractionInput {
 
 /// The device.
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SettingInput {
     /// `web`, `android_app` or `ios_app`.
     #[schema(value_type = DeviceDoc)]

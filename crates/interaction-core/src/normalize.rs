@@ -117,7 +117,11 @@ impl<'a> Normalizer<'a> {
 
     /// Reads a request body: one event object or an array of them.
     pub fn parse_body(&self, body: &[u8]) -> Result<Batch, BodyError> {
-        let mut de = serde_json::Deserializer::from_slice(body);
+        // The whole body is checked up front: serde_json checks UTF-8 only in the strings it
+        // reads, not in those it skips (unknown fields, items that are not objects), so
+        // invalid bytes there would pass as JSON.
+        let text = std::str::from_utf8(body).map_err(|e| invalid_utf8(body, e.valid_up_to()))?;
+        let mut de = serde_json::Deserializer::from_str(text);
         let mut failure = None;
         let read = BodySeed {
             normalizer: self,
@@ -125,6 +129,13 @@ impl<'a> Normalizer<'a> {
         }
         .deserialize(&mut de)
         .and_then(|batch| de.end().map(|()| batch));
+        // A scalar body stops the reader right after the scalar; if what follows is not JSON,
+        // the body is not JSON either, and saying "got a number" of `0+` would mislead.
+        if matches!(failure, Some(BodyError::NotEventOrArray(_)))
+            && let Err(e) = de.end()
+        {
+            return Err(BodyError::InvalidJson(e.to_string()));
+        }
         finish(read, failure)
     }
 
@@ -656,6 +667,19 @@ fn plural(n: i64, unit: &str) -> String {
 
 /// Turns the reader's outcome into the body's: a failure the visitor recorded explains the
 /// serde error it raised to stop reading; any other error is the JSON's own.
+/// The error for a body whose bytes stop being UTF-8 at `at`, placed like serde_json's.
+fn invalid_utf8(body: &[u8], at: usize) -> BodyError {
+    let before = &body[..at];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = at
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |n| n + 1)
+        + 1;
+    BodyError::InvalidJson(format!("invalid UTF-8 at line {line} column {column}"))
+}
+
 fn finish<E: fmt::Display>(
     read: Result<Batch, E>,
     failure: Option<BodyError>,

@@ -4,6 +4,7 @@
 
 mod broker;
 mod helpers;
+mod hostile;
 mod ingest;
 mod ops;
 mod protocol;

@@ -207,3 +207,40 @@ fn parsed_values_give_the_same_result_as_bytes() {
         BodyError::NotEventOrArray("a number")
     );
 }
+
+/// Found by the fuzz test: a scalar followed by garbage (`0+`) was refused as "got a number",
+/// as if it were JSON. It is not JSON, and says so; a scalar alone is still "not events".
+#[test]
+fn a_scalar_followed_by_garbage_is_invalid_json_not_a_scalar() {
+    for input in [&b"0+"[..], b"42 x", b"\"event\"\"", b"true,", b"null ]"] {
+        match parse(input, 1000) {
+            Err(BodyError::InvalidJson(message)) => {
+                assert!(message.contains("trailing"), "{message}")
+            }
+            other => panic!("{}: {other:?}", String::from_utf8_lossy(input)),
+        }
+    }
+    assert_eq!(
+        parse(b" 42 \n", 1000),
+        Err(BodyError::NotEventOrArray("a number"))
+    );
+}
+
+/// Found by the fuzz test: invalid UTF-8 inside a skipped value (an unknown field, an item that
+/// is not an object) passed as JSON, so its valid siblings were stored from a body that is not
+/// JSON. The whole body is checked now, and the error says where.
+#[test]
+fn invalid_utf8_anywhere_is_invalid_json_even_where_values_are_skipped() {
+    let valid = body(base());
+    let in_unknown_field = b"{\"unknown\": \"\xff\"}".to_vec();
+    let in_skipped_item = b"[\"\xc3\"]".to_vec();
+    for skipped in [in_unknown_field, in_skipped_item] {
+        let input = [b"[".as_slice(), &valid, b",\n", &skipped, b"]"].concat();
+        match parse(&input, 1000) {
+            Err(BodyError::InvalidJson(message)) => {
+                assert!(message.contains("invalid UTF-8 at line 2"), "{message}")
+            }
+            other => panic!("{}: {other:?}", String::from_utf8_lossy(&input)),
+        }
+    }
+}

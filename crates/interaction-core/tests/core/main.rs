@@ -7,6 +7,7 @@
 mod batch;
 mod common;
 mod examples;
+mod fuzz;
 mod profiles;
 mod properties;
 mod rating_map;
