@@ -53,7 +53,7 @@ bench: services ## Throughput, latency and memory of the whole pipeline vs the r
 	$(or $(CARGO_TARGET_DIR),target)/release/bench
 
 .PHONY: bench-quick
-bench-quick: services ## The same, in about 30 seconds
+bench-quick: services ## The same, in about 20 seconds
 	$(CARGO) build --release --locked --bins
 	$(or $(CARGO_TARGET_DIR),target)/release/bench --quick
 

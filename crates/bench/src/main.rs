@@ -177,12 +177,12 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let plan = if args.quick {
         Plan {
-            phase: Duration::from_secs(3),
+            phase: Duration::from_secs(2),
             batch_levels: vec![32],
             single_levels: vec![128],
-            e2e: Duration::from_secs(6),
-            drain_cap: Duration::from_secs(30),
-            raw: Duration::from_secs(3),
+            e2e: Duration::from_secs(5),
+            drain_cap: Duration::from_secs(15),
+            raw: Duration::from_secs(2),
         }
     } else {
         Plan {
