@@ -8,5 +8,4 @@
 mod faults;
 mod load;
 mod pipeline;
-mod proxy;
 mod scenarios;

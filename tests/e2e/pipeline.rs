@@ -8,17 +8,12 @@ use std::time::Duration;
 
 use interaction_bus::Topology;
 
-use crate::proxy::Proxy;
 use interaction_store::testing::TestDatabase;
+use interaction_testing::{Proxy, amqp_url};
 use serde_json::Value;
 
 pub(crate) const API_KEY: &str = "e2e-key-0123456789";
 pub(crate) const NCANTO_KEY: &str = "e2e-ncanto-key";
-
-fn amqp_url() -> String {
-    std::env::var("TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
 
 /// Where cargo put the workspace's binaries: next to this test's `deps/` folder.
 fn binary(name: &str) -> PathBuf {
@@ -427,21 +422,6 @@ impl Drop for Pipeline {
             let _ = child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.workdir);
-        let topology = self.topology.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let connection = interaction_bus::connect(&amqp_url()).await.ok()?;
-                let channel = connection.create_channel().await.ok()?;
-                interaction_bus::delete_topology(&channel, &topology)
-                    .await
-                    .ok()?;
-                connection.close(200, "cleanup".into()).await.ok()
-            })
-        })
-        .join();
+        interaction_testing::delete_topology_blocking(&self.topology);
     }
 }

@@ -11,12 +11,8 @@ use interaction_bus::{BusConfig, Envelope, Publisher, Topology};
 use interaction_core::{Device, Event, Interaction, InteractionType, Setting};
 use interaction_store::Store;
 use interaction_store::testing::TestDatabase;
+use interaction_testing::amqp_url;
 use ncanto_mock::{MockConfig, MockServer};
-
-pub(crate) fn amqp_url() -> String {
-    std::env::var("TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
 
 /// An event numbered `n`, on an asset whose name contains `asset`.
 pub(crate) fn event(n: usize, asset: &str) -> Event {
@@ -220,21 +216,6 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        let topology = self.topology.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let connection = interaction_bus::connect(&amqp_url()).await.ok()?;
-                let channel = connection.create_channel().await.ok()?;
-                interaction_bus::delete_topology(&channel, &topology)
-                    .await
-                    .ok()?;
-                connection.close(200, "cleanup".into()).await.ok()
-            })
-        })
-        .join();
+        interaction_testing::delete_topology_blocking(&self.topology);
     }
 }

@@ -1,8 +1,6 @@
 //! Starting an app per test, and the tools to look at what it did.
 
 use std::net::TcpListener;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
@@ -10,17 +8,12 @@ use ingest_api::{Application, Cli, Config, ShutdownHandle};
 use interaction_bus::{Envelope, Topology};
 use interaction_store::Store;
 use interaction_store::testing::TestDatabase;
+pub(crate) use interaction_testing::{Proxy, amqp_url};
 use lapin::options::BasicGetOptions;
 use serde_json::Value;
-use tokio::net::TcpStream;
 
 pub(crate) const ACME_KEY: &str = "acme-key-0123456789";
 pub(crate) const GLOBEX_KEY: &str = "globex-key-9876543210";
-
-pub(crate) fn amqp_url() -> String {
-    std::env::var("TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
 
 /// A configuration for tests: everything on loopback, fast relay, a fresh prefix.
 pub(crate) fn test_config(database_url: &str) -> Config {
@@ -142,7 +135,7 @@ impl TestApp {
 
     /// Polls `check` until it returns Some, for at most 20 s.
     pub(crate) async fn wait_until<T>(&self, what: &str, check: impl AsyncFn() -> Option<T>) -> T {
-        wait_until(what, check).await
+        interaction_testing::wait_until(what, Duration::from_secs(20), check).await
     }
 
     /// Waits until every stored chunk is confirmed by the broker, then takes the envelopes
@@ -189,101 +182,6 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.shutdown();
         self.stopped.abort();
-        let topology = self.topology.clone();
-        // Drop cannot await; remove the queues from a thread with its own runtime.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let connection = interaction_bus::connect(&amqp_url()).await.ok()?;
-                let channel = connection.create_channel().await.ok()?;
-                interaction_bus::delete_topology(&channel, &topology)
-                    .await
-                    .ok()?;
-                connection.close(200, "cleanup".into()).await.ok()
-            })
-        })
-        .join();
-    }
-}
-
-/// Polls `check` until it returns Some, for at most 20 s.
-pub(crate) async fn wait_until<T>(what: &str, check: impl AsyncFn() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A TCP proxy on loopback that the test can cut and restore, standing between the app and
-/// a shared service (so the machine's real broker or database is never stopped).
-pub(crate) struct Proxy {
-    pub(crate) port: u16,
-    up: Arc<AtomicBool>,
-    generation: Arc<tokio::sync::watch::Sender<u64>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    /// Starts a proxy to `target`, up or down.
-    pub(crate) async fn start(target: &str, up: bool) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(up));
-        let (generation, _) = tokio::sync::watch::channel(0u64);
-        let generation = Arc::new(generation);
-        let target = target.to_owned();
-        let (flag, cut) = (up.clone(), generation.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !flag.load(Ordering::SeqCst) {
-                    continue; // dropped: the connection is closed at once
-                }
-                let mut cut = cut.subscribe();
-                let target = target.clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.changed() => {}
-                    }
-                });
-            }
-        });
-        Self {
-            port,
-            up,
-            generation,
-            task,
-        }
-    }
-
-    /// Refuses new connections and cuts the open ones.
-    pub(crate) fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.generation.send_modify(|g| *g += 1);
-    }
-
-    /// Lets connections through again.
-    pub(crate) fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-        self.cut();
+        interaction_testing::delete_topology_blocking(&self.topology);
     }
 }

@@ -41,7 +41,7 @@ async fn health_reports_ok_with_the_spec_fields_when_everything_is_up() {
 
 #[tokio::test]
 async fn with_the_database_away_ingest_answers_503_and_health_says_so() {
-    let proxy = Proxy::start("127.0.0.1:5432", true).await;
+    let proxy = Proxy::start("127.0.0.1:5432").await;
     let app = TestApp::spawn_with(|c| {
         c.database_url = c
             .database_url

@@ -1,0 +1,125 @@
+//! What the black-box and end-to-end tests share: a TCP proxy they can cut to simulate an
+//! outage of the machine's shared PostgreSQL or RabbitMQ (never stopping the real servers), the
+//! broker URL, clean-up of a test's queues from `Drop`, and bounded polling.
+#![allow(clippy::expect_used)] // test support: a failure to set up is a failed test
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use interaction_bus::Topology;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// The broker tests use: `TEST_AMQP_URL`, or the local RabbitMQ.
+pub fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// Deletes a test's exchanges and queues, blocking: for `Drop`, which cannot await. Runs on a
+/// thread of its own with its own runtime, so it works inside or outside a runtime.
+pub fn delete_topology_blocking(topology: &Topology) {
+    let topology = topology.clone();
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        runtime.block_on(async {
+            let connection = interaction_bus::connect(&amqp_url()).await.ok()?;
+            let channel = connection.create_channel().await.ok()?;
+            interaction_bus::delete_topology(&channel, &topology)
+                .await
+                .ok()?;
+            connection.close(200, "test clean-up".into()).await.ok()
+        })
+    })
+    .join();
+}
+
+/// Polls `check` until it returns `Some`, for at most `limit`; panics naming `what` otherwise.
+pub async fn wait_until<T>(what: &str, limit: Duration, check: impl AsyncFn() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A TCP proxy on loopback in front of one service, that the test can cut and restore.
+pub struct Proxy {
+    /// The port to connect to instead of the service's.
+    pub port: u16,
+    up: Arc<AtomicBool>,
+    cuts: watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Starts forwarding to `target` (`host:port`).
+    pub async fn start(target: &str) -> Self {
+        Self::start_as(target, true).await
+    }
+
+    /// Starts refusing, as if `target` were down; [`Proxy::restore`] brings it up.
+    pub async fn start_down(target: &str) -> Self {
+        Self::start_as(target, false).await
+    }
+
+    async fn start_as(target: &str, up: bool) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let port = listener.local_addr().expect("a bound address").port();
+        let up = Arc::new(AtomicBool::new(up));
+        let (cuts, _) = watch::channel(0u64);
+        let (flag, watcher, target) = (up.clone(), cuts.clone(), target.to_owned());
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !flag.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once, like a service that is down
+                }
+                let mut cut = watcher.subscribe();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            up,
+            cuts,
+            task,
+        }
+    }
+
+    /// The service goes away: open connections are cut, new ones refused.
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// The service comes back.
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut();
+    }
+}
