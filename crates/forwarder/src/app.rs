@@ -20,9 +20,9 @@ use crate::retry::RetryPolicy;
 
 /// The store the configuration describes.
 pub fn store(config: &Config) -> anyhow::Result<Store> {
-    let mut store_config = StoreConfig::new(config.database_url.clone());
-    store_config.max_connections = config.database_max_connections;
-    store_config.acquire_timeout = config.database_timeout;
+    let mut store_config = StoreConfig::new(config.connections.database_url.clone());
+    store_config.max_connections = config.connections.database_max_connections;
+    store_config.acquire_timeout = config.connections.database_timeout;
     Ok(Store::new(&store_config)?)
 }
 
@@ -52,8 +52,11 @@ pub fn policy(config: &Config) -> RetryPolicy {
 /// A confirmed publisher for the configuration's broker and prefix.
 pub fn publisher(config: &Config) -> Publisher {
     Publisher::start(BusConfig {
-        confirm_timeout: config.publish_confirm_timeout,
-        ..BusConfig::new(config.amqp_url.clone(), config.amqp_prefix.clone())
+        confirm_timeout: config.connections.publish_confirm_timeout,
+        ..BusConfig::new(
+            config.connections.amqp_url.clone(),
+            config.connections.amqp_prefix.clone(),
+        )
     })
 }
 
@@ -94,7 +97,7 @@ impl Forwarder {
         listener: TcpListener,
     ) -> anyhow::Result<Self> {
         let store = store(&config)?;
-        if config.migrate_on_start {
+        if config.connections.migrate_on_start {
             store
                 .migrate()
                 .await
@@ -104,9 +107,9 @@ impl Forwarder {
             store: store.clone(),
             client: ncanto(&config)?,
             policy: policy(&config),
-            topology: Topology::new(config.amqp_prefix.clone()),
+            topology: Topology::new(config.connections.amqp_prefix.clone()),
             publisher: publisher(&config),
-            amqp_url: config.amqp_url.clone(),
+            amqp_url: config.connections.amqp_url.clone(),
             prefetch: config.prefetch,
             consuming: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
-use interaction_runtime::{LogFormat, parse_duration};
+use interaction_runtime::{Connections, LogFormat, parse_duration};
 
 /// Delivers stored interaction events from RabbitMQ to Ncanto; also re-drives parked work,
 /// replays stored events and purges old ones.
@@ -87,39 +87,9 @@ pub struct PurgeArgs {
 /// Settings of the forwarder.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// PostgreSQL URL.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
-
-    /// Most PostgreSQL connections of this process.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
-    pub database_max_connections: usize,
-
-    /// How long to wait for a database connection.
-    #[arg(long, env = "DATABASE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
-    pub database_timeout: Duration,
-
-    /// Apply pending migrations at start-up.
-    #[arg(long, env = "MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
-    pub migrate_on_start: bool,
-
-    /// RabbitMQ URL.
-    #[arg(
-        long,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true,
-        hide_default_value = true
-    )]
-    pub amqp_url: String,
-
-    /// Prefix of every exchange and queue name.
-    #[arg(long, env = "AMQP_PREFIX", default_value = "interactions")]
-    pub amqp_prefix: String,
-
-    /// How long to wait for the broker to confirm a publish (retry queues, parking).
-    #[arg(long, env = "PUBLISH_CONFIRM_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub publish_confirm_timeout: Duration,
+    /// PostgreSQL and RabbitMQ connections.
+    #[command(flatten)]
+    pub connections: Connections,
 
     /// Messages (chunks) delivered at once by this process: the consumer's prefetch.
     #[arg(long, env = "PREFETCH", default_value_t = 16)]

@@ -30,8 +30,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Redrive(args) => {
             let publisher = publisher(&config);
             let report = forwarder::redrive::redrive(
-                &config.amqp_url,
-                &Topology::new(config.amqp_prefix.clone()),
+                &config.connections.amqp_url,
+                &Topology::new(config.connections.amqp_prefix.clone()),
                 &publisher,
                 &forwarder::redrive::RedriveFilter {
                     chunks: args.chunks,

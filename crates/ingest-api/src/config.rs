@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use interaction_runtime::parse_duration;
+use interaction_runtime::{Connections, parse_duration};
 
 /// Accepts interaction events over HTTP, stores them durably in PostgreSQL and publishes them
 /// to RabbitMQ for the forwarder.
@@ -33,39 +33,9 @@ pub enum Command {
 /// Every setting of ingest-api.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// PostgreSQL URL.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
-
-    /// Most PostgreSQL connections of this process.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
-    pub database_max_connections: usize,
-
-    /// How long to wait for a database connection before answering 503.
-    #[arg(long, env = "DATABASE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
-    pub database_timeout: Duration,
-
-    /// Apply pending migrations at start-up.
-    #[arg(long, env = "MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
-    pub migrate_on_start: bool,
-
-    /// RabbitMQ URL.
-    #[arg(
-        long,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true,
-        hide_default_value = true
-    )]
-    pub amqp_url: String,
-
-    /// Prefix of every exchange and queue name.
-    #[arg(long, env = "AMQP_PREFIX", default_value = "interactions")]
-    pub amqp_prefix: String,
-
-    /// How long to wait for the broker to confirm a publish.
-    #[arg(long, env = "PUBLISH_CONFIRM_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub publish_confirm_timeout: Duration,
+    /// PostgreSQL and RabbitMQ connections.
+    #[command(flatten)]
+    pub connections: Connections,
 
     /// Address the HTTP API listens on.
     #[arg(long, env = "INGEST_ADDR", default_value = "0.0.0.0:8080")]

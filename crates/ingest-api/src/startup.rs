@@ -67,9 +67,9 @@ pub fn load_rating_map(config: &Config) -> anyhow::Result<RatingMap> {
 
 /// The store the configuration describes.
 pub fn store(config: &Config) -> anyhow::Result<Store> {
-    let mut store_config = StoreConfig::new(config.database_url.clone());
-    store_config.max_connections = config.database_max_connections;
-    store_config.acquire_timeout = config.database_timeout;
+    let mut store_config = StoreConfig::new(config.connections.database_url.clone());
+    store_config.max_connections = config.connections.database_max_connections;
+    store_config.acquire_timeout = config.connections.database_timeout;
     Ok(Store::new(&store_config)?)
 }
 
@@ -97,7 +97,7 @@ impl Application {
             max_batch_events: config.max_batch_events,
         };
         let store = store(&config)?;
-        if config.migrate_on_start {
+        if config.connections.migrate_on_start {
             let applied = store
                 .migrate()
                 .await
@@ -107,8 +107,11 @@ impl Application {
             }
         }
         let publisher = Publisher::start(BusConfig {
-            confirm_timeout: config.publish_confirm_timeout,
-            ..BusConfig::new(config.amqp_url.clone(), config.amqp_prefix.clone())
+            confirm_timeout: config.connections.publish_confirm_timeout,
+            ..BusConfig::new(
+                config.connections.amqp_url.clone(),
+                config.connections.amqp_prefix.clone(),
+            )
         });
         let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
         let outbox = crate::outbox::start(publisher.clone(), store.clone(), publish_rx);
@@ -130,7 +133,8 @@ impl Application {
             RelayConfig {
                 interval: config.relay_interval,
                 after: config.relay_after,
-                lease: (config.publish_confirm_timeout * 4).max(Duration::from_secs(30)),
+                lease: (config.connections.publish_confirm_timeout * 4)
+                    .max(Duration::from_secs(30)),
                 batch: 100,
             },
             relay_stopped,

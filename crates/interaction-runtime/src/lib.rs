@@ -2,11 +2,13 @@
 //! JSON lines), durations in configuration, stop signals, and the Prometheus recorder. Kept
 //! apart from the domain crates so none of them grows a dependency on process concerns.
 
+mod connections;
 mod duration;
 mod logging;
 mod metrics;
 mod signals;
 
+pub use connections::Connections;
 pub use duration::parse_duration;
 pub use logging::{DEFAULT_FILTER, LogFormat, init as init_logging, json_line};
 pub use metrics::metrics_handle;

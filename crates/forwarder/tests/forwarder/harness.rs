@@ -73,8 +73,8 @@ impl Harness {
         let mut config = Cli::try_parse_from(["forwarder", "--database-url", &db.url])
             .unwrap()
             .config;
-        config.amqp_url = amqp_url();
-        config.amqp_prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+        config.connections.amqp_url = amqp_url();
+        config.connections.amqp_prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
         config.ncanto_api_url = mock.url();
         config.ncanto_api_key = String::new();
         config.admin_addr = "127.0.0.1:0".parse().unwrap();
@@ -84,10 +84,10 @@ impl Harness {
         config.shutdown_timeout = Duration::from_secs(15);
         config.purge_older_than = Duration::ZERO;
         adjust(&mut config);
-        let topology = Topology::new(config.amqp_prefix.clone());
+        let topology = Topology::new(config.connections.amqp_prefix.clone());
         let publisher = Publisher::start(BusConfig::new(
-            config.amqp_url.clone(),
-            config.amqp_prefix.clone(),
+            config.connections.amqp_url.clone(),
+            config.connections.amqp_prefix.clone(),
         ));
         assert!(publisher.wait_connected(Duration::from_secs(15)).await);
         Self {

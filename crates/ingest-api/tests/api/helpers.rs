@@ -27,14 +27,14 @@ pub(crate) fn test_config(database_url: &str) -> Config {
     ])
     .unwrap()
     .config;
-    config.amqp_url = amqp_url();
-    config.amqp_prefix = prefix;
+    config.connections.amqp_url = amqp_url();
+    config.connections.amqp_prefix = prefix;
     config.ingest_addr = "127.0.0.1:0".parse().unwrap();
     config.http_workers = 2;
     config.relay_interval = Duration::from_millis(200);
     config.relay_after = Duration::from_millis(500);
-    config.publish_confirm_timeout = Duration::from_secs(2);
-    config.database_timeout = Duration::from_secs(2);
+    config.connections.publish_confirm_timeout = Duration::from_secs(2);
+    config.connections.database_timeout = Duration::from_secs(2);
     config.rating_map_file = String::new();
     config.cors_allowed_origins = "https://app.example.com".into();
     config.shutdown_timeout = Duration::from_secs(10);
@@ -69,7 +69,7 @@ impl TestApp {
 
     /// Starts an app on the given configuration (its database may be unreachable).
     pub(crate) async fn start(config: Config, store: Store, db: Option<TestDatabase>) -> Self {
-        let topology = Topology::new(config.amqp_prefix.clone());
+        let topology = Topology::new(config.connections.amqp_prefix.clone());
         let listener = TcpListener::bind(config.ingest_addr).unwrap();
         let app = Application::build_with_listener(config, listener)
             .await

@@ -43,10 +43,11 @@ async fn health_reports_ok_with_the_spec_fields_when_everything_is_up() {
 async fn with_the_database_away_ingest_answers_503_and_health_says_so() {
     let proxy = Proxy::start("127.0.0.1:5432").await;
     let app = TestApp::spawn_with(|c| {
-        c.database_url = c
+        c.connections.database_url = c
+            .connections
             .database_url
             .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
-        c.database_timeout = Duration::from_millis(500);
+        c.connections.database_timeout = Duration::from_millis(500);
     })
     .await;
     assert_eq!(
@@ -112,8 +113,8 @@ async fn with_the_database_away_ingest_answers_503_and_health_says_so() {
 async fn an_app_whose_database_is_unreachable_from_the_start_still_serves_503s() {
     let db_url = "postgres://postgres@127.0.0.1:1/nowhere";
     let mut config = test_config(db_url);
-    config.migrate_on_start = false;
-    config.database_timeout = Duration::from_millis(300);
+    config.connections.migrate_on_start = false;
+    config.connections.database_timeout = Duration::from_millis(300);
     let store = ingest_api::startup::store(&config).unwrap();
     let app = TestApp::start(config, store, None).await;
     let response = app.post("/api/v1/log", &event("u")).await;
