@@ -383,17 +383,7 @@ impl Pipeline {
         limit: Duration,
         check: impl AsyncFn() -> Option<T>,
     ) -> T {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if let Some(value) = check().await {
-                return value;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        interaction_testing::wait_until(what, limit, check).await
     }
 
     /// Waits until the mock holds `n` distinct events.

@@ -170,29 +170,9 @@ mod tests {
     #[test]
     fn every_shared_option_has_an_environment_variable_in_env_example() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.env.example");
-        let example: Vec<(String, String)> = dotenvy::from_path_iter(path)
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        let mut args = vec!["forwarder".to_owned()];
-        for arg in Cli::command().get_arguments() {
-            let id = arg.get_id().as_str();
-            if id == "help" || id == "version" {
-                continue;
-            }
-            let env = arg
-                .get_env()
-                .unwrap_or_else(|| panic!("--{id} has no environment variable"))
-                .to_string_lossy()
-                .into_owned();
-            let value = example
-                .iter()
-                .find(|(k, _)| *k == env)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_else(|| panic!("{env} is missing from .env.example"));
-            args.push(format!("--{}={value}", arg.get_long().unwrap()));
-        }
-        let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{e}"));
+        let env = interaction_runtime::env_file_args(&Cli::command(), path.as_ref()).unwrap();
+        assert!(env.without_env.is_empty(), "{:?}", env.without_env);
+        let cli = Cli::try_parse_from(&env.args).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cli.config.ncanto_batch_size, 100);
     }
 

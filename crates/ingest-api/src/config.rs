@@ -143,23 +143,9 @@ mod tests {
     fn env_example_documents_every_option_with_a_value_that_parses() {
         use clap::CommandFactory;
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.env.example");
-        let example: Vec<(String, String)> = dotenvy::from_path_iter(path)
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        let mut args = vec!["ingest-api".to_owned()];
-        for arg in Cli::command().get_arguments() {
-            let Some(env) = arg.get_env() else { continue };
-            let env = env.to_string_lossy();
-            let value = example
-                .iter()
-                .find(|(k, _)| *k == env)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_else(|| panic!("{env} is missing from .env.example"));
-            // Empty values too: that is how the binary sees them from a .env file.
-            args.push(format!("--{}={value}", arg.get_long().unwrap()));
-        }
-        let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{e}"));
+        let env = interaction_runtime::env_file_args(&Cli::command(), path.as_ref()).unwrap();
+        assert!(env.without_env.is_empty(), "{:?}", env.without_env);
+        let cli = Cli::try_parse_from(&env.args).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cli.config.write_linger, Duration::from_millis(2));
         assert_eq!(cli.config.rating_map_file, "");
     }

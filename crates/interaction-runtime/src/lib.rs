@@ -4,12 +4,14 @@
 
 mod connections;
 mod duration;
+mod env_file;
 mod logging;
 mod metrics;
 mod signals;
 
 pub use connections::Connections;
 pub use duration::parse_duration;
+pub use env_file::{EnvFileArgs, env_file_args};
 pub use logging::{DEFAULT_FILTER, LogFormat, init as init_logging, json_line};
 pub use metrics::metrics_handle;
 pub use metrics_exporter_prometheus::PrometheusHandle;

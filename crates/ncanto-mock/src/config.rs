@@ -274,22 +274,8 @@ mod tests {
     #[test]
     fn env_example_documents_every_option_with_a_value_that_parses() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.env.example");
-        let example: Vec<(String, String)> = dotenvy::from_path_iter(path)
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        let mut args = vec!["ncanto-mock".to_owned()];
-        for arg in Config::command().get_arguments() {
-            let Some(env) = arg.get_env() else { continue };
-            let env = env.to_string_lossy();
-            let value = example
-                .iter()
-                .find(|(k, _)| *k == env)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_else(|| panic!("{env} is missing from .env.example"));
-            args.push(format!("--{}={value}", arg.get_long().unwrap()));
-        }
-        let config = Config::try_parse_from(&args).unwrap_or_else(|e| panic!("{e}"));
+        let env = interaction_runtime::env_file_args(&Config::command(), path.as_ref()).unwrap();
+        let config = Config::try_parse_from(&env.args).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             config.faults(),
             Faults {

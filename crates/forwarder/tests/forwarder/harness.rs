@@ -140,17 +140,7 @@ impl Harness {
         limit: Duration,
         check: impl AsyncFn() -> Option<T>,
     ) -> T {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if let Some(value) = check().await {
-                return value;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        interaction_testing::wait_until(what, limit, check).await
     }
 
     /// Waits until the mock has accepted `n` distinct events.
