@@ -3,6 +3,8 @@
 //! broker URL, clean-up of a test's queues from `Drop`, and bounded polling.
 #![allow(clippy::expect_used)] // test support: a failure to set up is a failed test
 
+pub mod tls;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
