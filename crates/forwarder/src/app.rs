@@ -9,7 +9,6 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use anyhow::Context as _;
 use interaction_bus::{BusConfig, Publisher, RETRY_DELAYS, Topology};
-use interaction_store::{Store, StoreConfig};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -17,14 +16,6 @@ use crate::config::Config;
 use crate::consumer::{Context, consume};
 use crate::ncanto::{NcantoClient, NcantoConfig};
 use crate::retry::RetryPolicy;
-
-/// The store the configuration describes.
-pub fn store(config: &Config) -> anyhow::Result<Store> {
-    let mut store_config = StoreConfig::new(config.connections.database_url.clone());
-    store_config.max_connections = config.connections.database_max_connections;
-    store_config.acquire_timeout = config.connections.database_timeout;
-    Ok(Store::new(&store_config)?)
-}
 
 /// The Ncanto client the configuration describes.
 pub fn ncanto(config: &Config) -> anyhow::Result<NcantoClient> {
@@ -96,7 +87,7 @@ impl Forwarder {
         config: Config,
         listener: TcpListener,
     ) -> anyhow::Result<Self> {
-        let store = store(&config)?;
+        let store = config.connections.store()?;
         if config.connections.migrate_on_start {
             store
                 .migrate()

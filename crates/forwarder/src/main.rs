@@ -2,7 +2,7 @@
 #![allow(clippy::print_stdout)] // command reports are the command's output
 
 use clap::Parser;
-use forwarder::app::{ncanto, policy, publisher, store};
+use forwarder::app::{ncanto, policy, publisher};
 use forwarder::{Cli, Command, Forwarder};
 use interaction_bus::Topology;
 
@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
             forwarder.run_until_stopped().await?;
         }
         Command::Migrate => {
-            let applied = store(&config)?.migrate().await?;
+            let applied = config.connections.store()?.migrate().await?;
             println!(
                 "applied {} migrations: {}",
                 applied.len(),
@@ -53,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Replay(args) => {
             let report = forwarder::replay::replay(
-                &store(&config)?,
+                &config.connections.store()?,
                 &ncanto(&config)?,
                 &policy(&config),
                 &forwarder::replay::ReplayRequest {
@@ -81,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Purge(args) => {
-            let store = store(&config)?;
+            let store = config.connections.store()?;
             if args.dry_run {
                 let n = forwarder::purge::count(&store, args.older_than).await?;
                 println!("would delete {n} forwarded events");

@@ -11,7 +11,7 @@ async fn main() -> anyhow::Result<()> {
     interaction_runtime::init_logging(cli.config.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => {
-            let applied = ingest_api::startup::store(&cli.config)?.migrate().await?;
+            let applied = cli.config.connections.store()?.migrate().await?;
             log::info!(
                 "applied {} migrations: {}",
                 applied.len(),

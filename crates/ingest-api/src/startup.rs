@@ -14,7 +14,6 @@ use actix_web::{App, HttpResponse, HttpServer, Resource, Route, web};
 use anyhow::Context;
 use interaction_bus::{BusConfig, Publisher};
 use interaction_core::{Limits, RatingMap};
-use interaction_store::{Store, StoreConfig};
 use tokio::sync::{Notify, mpsc, watch};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
@@ -65,14 +64,6 @@ pub fn load_rating_map(config: &Config) -> anyhow::Result<RatingMap> {
     RatingMap::from_toml(&text).with_context(|| format!("in RATING_MAP_FILE {path}"))
 }
 
-/// The store the configuration describes.
-pub fn store(config: &Config) -> anyhow::Result<Store> {
-    let mut store_config = StoreConfig::new(config.connections.database_url.clone());
-    store_config.max_connections = config.connections.database_max_connections;
-    store_config.acquire_timeout = config.connections.database_timeout;
-    Ok(Store::new(&store_config)?)
-}
-
 impl Application {
     /// Validates the configuration, runs migrations (unless disabled), connects, and binds
     /// `config.ingest_addr`.
@@ -96,7 +87,7 @@ impl Application {
                 .transpose()?,
             max_batch_events: config.max_batch_events,
         };
-        let store = store(&config)?;
+        let store = config.connections.store()?;
         if config.connections.migrate_on_start {
             let applied = store
                 .migrate()

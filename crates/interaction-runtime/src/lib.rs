@@ -9,7 +9,7 @@ mod logging;
 mod metrics;
 mod signals;
 
-pub use connections::Connections;
+pub use connections::{Connections, parse_secret};
 pub use duration::parse_duration;
 pub use env_file::{EnvFileArgs, env_file_args};
 pub use logging::{DEFAULT_FILTER, LogFormat, init as init_logging, json_line};

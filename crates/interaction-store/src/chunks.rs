@@ -178,21 +178,23 @@ impl Store {
         &self,
         groups: &[(&str, Vec<&Event>)],
     ) -> Result<Vec<InsertedChunk>, StoreError> {
-        let mut conn = self.connection().await?;
-        if let [(tenant, batch)] = groups {
-            // One statement is its own transaction: no BEGIN/COMMIT round trips.
-            return Ok(vec![insert_chunk(&mut conn, tenant, batch).await?]);
-        }
-        let results = conn
-            .transaction::<_, diesel::result::Error, _>(async |conn| {
-                let mut results = Vec::with_capacity(groups.len());
-                for (tenant, batch) in groups {
-                    results.push(insert_chunk(conn, tenant, batch).await?);
-                }
-                Ok(results)
-            })
-            .await?;
-        Ok(results)
+        self.with_connection(async |conn| {
+            if let [(tenant, batch)] = groups {
+                // One statement is its own transaction: no BEGIN/COMMIT round trips.
+                return Ok(vec![insert_chunk(conn, tenant, batch).await?]);
+            }
+            let results = conn
+                .transaction::<_, diesel::result::Error, _>(async |conn| {
+                    let mut results = Vec::with_capacity(groups.len());
+                    for (tenant, batch) in groups {
+                        results.push(insert_chunk(conn, tenant, batch).await?);
+                    }
+                    Ok(results)
+                })
+                .await?;
+            Ok(results)
+        })
+        .await
     }
 
     /// Marks chunks as confirmed by the broker (one statement). Chunks already further along
@@ -201,19 +203,21 @@ impl Store {
         if ids.is_empty() {
             return Ok(0);
         }
-        let mut conn = self.connection().await?;
-        Ok(diesel::update(
-            chunks::table
-                .filter(chunks::id.eq_any(ids))
-                .filter(chunks::state.eq("pending")),
-        )
-        .set((
-            chunks::state.eq("published"),
-            chunks::published_at.eq(diesel::dsl::now),
-            chunks::leased_until.eq(None::<DateTime<Utc>>),
-        ))
-        .execute(&mut conn)
-        .await?)
+        self.with_connection(async |conn| {
+            Ok(diesel::update(
+                chunks::table
+                    .filter(chunks::id.eq_any(ids))
+                    .filter(chunks::state.eq("pending")),
+            )
+            .set((
+                chunks::state.eq("published"),
+                chunks::published_at.eq(diesel::dsl::now),
+                chunks::leased_until.eq(None::<DateTime<Utc>>),
+            ))
+            .execute(conn)
+            .await?)
+        })
+        .await
     }
 
     /// Claims up to `limit` chunks that have stayed unpublished for longer than `older_than`
@@ -230,46 +234,48 @@ impl Store {
         let now = Utc::now();
         let cutoff = now - chrono::TimeDelta::from_std(older_than).unwrap_or_default();
         let until = now + chrono::TimeDelta::from_std(lease).unwrap_or_default();
-        let mut conn = self.connection().await?;
-        let claimed: Vec<(i64, String)> = conn
-            .transaction::<_, diesel::result::Error, _>(async |conn| {
-                let ids: Vec<i64> = chunks::table
-                    .filter(chunks::state.eq("pending"))
-                    .filter(chunks::created_at.lt(cutoff))
-                    .filter(
-                        chunks::leased_until
-                            .is_null()
-                            .or(chunks::leased_until.lt(now)),
-                    )
-                    .order(chunks::created_at)
-                    .limit(limit)
-                    .select(chunks::id)
-                    .for_update()
-                    .skip_locked()
-                    .load(conn)
-                    .await?;
-                diesel::update(chunks::table.filter(chunks::id.eq_any(&ids)))
-                    .set(chunks::leased_until.eq(until))
-                    .returning((chunks::id, chunks::tenant))
-                    .get_results(conn)
-                    .await
-            })
-            .await?;
-        if claimed.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<i64> = claimed.iter().map(|(id, _)| *id).collect();
-        let mut by_chunk = self.load_events(&mut conn, &ids).await?;
-        let mut out: Vec<ChunkToPublish> = claimed
-            .into_iter()
-            .map(|(chunk_id, tenant)| ChunkToPublish {
-                events: by_chunk.remove(&chunk_id).unwrap_or_default(),
-                chunk_id,
-                tenant,
-            })
-            .collect();
-        out.sort_by_key(|c| c.chunk_id);
-        Ok(out)
+        self.with_connection(async |conn| {
+            let claimed: Vec<(i64, String)> = conn
+                .transaction::<_, diesel::result::Error, _>(async |conn| {
+                    let ids: Vec<i64> = chunks::table
+                        .filter(chunks::state.eq("pending"))
+                        .filter(chunks::created_at.lt(cutoff))
+                        .filter(
+                            chunks::leased_until
+                                .is_null()
+                                .or(chunks::leased_until.lt(now)),
+                        )
+                        .order(chunks::created_at)
+                        .limit(limit)
+                        .select(chunks::id)
+                        .for_update()
+                        .skip_locked()
+                        .load(conn)
+                        .await?;
+                    diesel::update(chunks::table.filter(chunks::id.eq_any(&ids)))
+                        .set(chunks::leased_until.eq(until))
+                        .returning((chunks::id, chunks::tenant))
+                        .get_results(conn)
+                        .await
+                })
+                .await?;
+            if claimed.is_empty() {
+                return Ok(Vec::new());
+            }
+            let ids: Vec<i64> = claimed.iter().map(|(id, _)| *id).collect();
+            let mut by_chunk = self.load_events(conn, &ids).await?;
+            let mut out: Vec<ChunkToPublish> = claimed
+                .into_iter()
+                .map(|(chunk_id, tenant)| ChunkToPublish {
+                    events: by_chunk.remove(&chunk_id).unwrap_or_default(),
+                    chunk_id,
+                    tenant,
+                })
+                .collect();
+            out.sort_by_key(|c| c.chunk_id);
+            Ok(out)
+        })
+        .await
     }
 
     /// The events of the given chunks, by chunk, in write order.
@@ -296,27 +302,31 @@ impl Store {
 
     /// Every stored event row of a chunk, in write order.
     pub async fn chunk_events(&self, chunk_id: i64) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut conn = self.connection().await?;
-        Ok(events::table
-            .filter(events::chunk_id.eq(chunk_id))
-            .order(events::id)
-            .select(StoredEvent::as_select())
-            .load(&mut conn)
-            .await?)
+        self.with_connection(async |conn| {
+            Ok(events::table
+                .filter(events::chunk_id.eq(chunk_id))
+                .order(events::id)
+                .select(StoredEvent::as_select())
+                .load(conn)
+                .await?)
+        })
+        .await
     }
 
     /// A chunk's state (`pending`, `published`, `forwarded`, `failed`), if it exists.
     pub async fn chunk_state(&self, chunk_id: i64) -> Result<Option<String>, StoreError> {
-        let mut conn = self.connection().await?;
-        Ok(chunks::table
-            .find(chunk_id)
-            .select(chunks::state)
-            .first(&mut conn)
-            .await
-            .map(Some)
-            .or_else(|e| match e {
-                diesel::result::Error::NotFound => Ok(None),
-                e => Err(e),
-            })?)
+        self.with_connection(async |conn| {
+            Ok(chunks::table
+                .find(chunk_id)
+                .select(chunks::state)
+                .first(conn)
+                .await
+                .map(Some)
+                .or_else(|e| match e {
+                    diesel::result::Error::NotFound => Ok(None),
+                    e => Err(e),
+                })?)
+        })
+        .await
     }
 }

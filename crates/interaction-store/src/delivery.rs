@@ -70,20 +70,22 @@ impl Store {
         } else {
             &["forwarded", "failed"]
         };
-        let mut conn = self.connection().await?;
-        let updated = diesel::update(
-            chunks::table
-                .filter(chunks::id.eq(chunk_id))
-                .filter(chunks::state.ne_all(keep)),
-        )
-        .set((
-            chunks::state.eq("forwarded"),
-            chunks::forwarded_at.eq(diesel::dsl::now),
-            chunks::leased_until.eq(None::<DateTime<Utc>>),
-        ))
-        .execute(&mut conn)
-        .await?;
-        Ok(updated > 0)
+        self.with_connection(async |conn| {
+            let updated = diesel::update(
+                chunks::table
+                    .filter(chunks::id.eq(chunk_id))
+                    .filter(chunks::state.ne_all(keep)),
+            )
+            .set((
+                chunks::state.eq("forwarded"),
+                chunks::forwarded_at.eq(diesel::dsl::now),
+                chunks::leased_until.eq(None::<DateTime<Utc>>),
+            ))
+            .execute(conn)
+            .await?;
+            Ok(updated > 0)
+        })
+        .await
     }
 
     /// Records events that could not be delivered and marks their chunk `failed` (unless it
@@ -104,47 +106,51 @@ impl Store {
         }
         let reasons: Vec<&str> = failures.iter().map(|f| f.reason.as_str()).collect();
         let statuses: Vec<Option<i32>> = failures.iter().map(|f| f.status.map(i32::from)).collect();
-        let mut conn = self.connection().await?;
-        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-            diesel::sql_query(
-                "INSERT INTO event_failures (chunk_id, tenant, event, reason, status)
-                 SELECT $1, $2, u.event::jsonb, u.reason, u.status
-                 FROM UNNEST($3::text[], $4::text[], $5::int4[]) AS u(event, reason, status)",
-            )
-            .bind::<BigInt, _>(chunk_id)
-            .bind::<Text, _>(tenant)
-            .bind::<Array<Text>, _>(&events)
-            .bind::<Array<Text>, _>(&reasons)
-            .bind::<Array<Nullable<Integer>>, _>(&statuses)
-            .execute(conn)
-            .await?;
-            diesel::update(
-                chunks::table
-                    .filter(chunks::id.eq(chunk_id))
-                    .filter(chunks::state.ne("forwarded")),
-            )
-            .set((
-                chunks::state.eq("failed"),
-                chunks::leased_until.eq(None::<DateTime<Utc>>),
-            ))
-            .execute(conn)
+        self.with_connection(async |conn| {
+            conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+                diesel::sql_query(
+                    "INSERT INTO event_failures (chunk_id, tenant, event, reason, status)
+                     SELECT $1, $2, u.event::jsonb, u.reason, u.status
+                     FROM UNNEST($3::text[], $4::text[], $5::int4[]) AS u(event, reason, status)",
+                )
+                .bind::<BigInt, _>(chunk_id)
+                .bind::<Text, _>(tenant)
+                .bind::<Array<Text>, _>(&events)
+                .bind::<Array<Text>, _>(&reasons)
+                .bind::<Array<Nullable<Integer>>, _>(&statuses)
+                .execute(conn)
+                .await?;
+                diesel::update(
+                    chunks::table
+                        .filter(chunks::id.eq(chunk_id))
+                        .filter(chunks::state.ne("forwarded")),
+                )
+                .set((
+                    chunks::state.eq("failed"),
+                    chunks::leased_until.eq(None::<DateTime<Utc>>),
+                ))
+                .execute(conn)
+                .await?;
+                Ok(())
+            })
             .await?;
             Ok(())
         })
-        .await?;
-        Ok(())
+        .await
     }
 
     /// The failures recorded for a chunk, oldest first.
     pub async fn failures(&self, chunk_id: i64) -> Result<Vec<FailureRow>, StoreError> {
-        let mut conn = self.connection().await?;
-        Ok(diesel::sql_query(
-            "SELECT chunk_id, tenant, event::text AS event, reason, status
-             FROM event_failures WHERE chunk_id = $1 ORDER BY id",
-        )
-        .bind::<BigInt, _>(chunk_id)
-        .load(&mut conn)
-        .await?)
+        self.with_connection(async |conn| {
+            Ok(diesel::sql_query(
+                "SELECT chunk_id, tenant, event::text AS event, reason, status
+                 FROM event_failures WHERE chunk_id = $1 ORDER BY id",
+            )
+            .bind::<BigInt, _>(chunk_id)
+            .load(conn)
+            .await?)
+        })
+        .await
     }
 
     /// How many of a tenant's events arrived in `[since, until)`.
@@ -154,14 +160,16 @@ impl Store {
         since: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
-        let mut conn = self.connection().await?;
-        Ok(events::table
-            .filter(events::tenant.eq(tenant))
-            .filter(events::received_at.ge(since))
-            .filter(events::received_at.lt(until))
-            .count()
-            .get_result(&mut conn)
-            .await?)
+        self.with_connection(async |conn| {
+            Ok(events::table
+                .filter(events::tenant.eq(tenant))
+                .filter(events::received_at.ge(since))
+                .filter(events::received_at.lt(until))
+                .count()
+                .get_result(conn)
+                .await?)
+        })
+        .await
     }
 
     /// Up to `limit` of a tenant's events that arrived in `[since, until)`, with row ids above
@@ -174,30 +182,34 @@ impl Store {
         after_id: i64,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut conn = self.connection().await?;
-        Ok(events::table
-            .filter(events::tenant.eq(tenant))
-            .filter(events::received_at.ge(since))
-            .filter(events::received_at.lt(until))
-            .filter(events::id.gt(after_id))
-            .order(events::id)
-            .limit(limit)
-            .select(StoredEvent::as_select())
-            .load(&mut conn)
-            .await?)
+        self.with_connection(async |conn| {
+            Ok(events::table
+                .filter(events::tenant.eq(tenant))
+                .filter(events::received_at.ge(since))
+                .filter(events::received_at.lt(until))
+                .filter(events::id.gt(after_id))
+                .order(events::id)
+                .limit(limit)
+                .select(StoredEvent::as_select())
+                .load(conn)
+                .await?)
+        })
+        .await
     }
 
     /// How many events [`Self::purge_forwarded`] would delete for `cutoff`.
     pub async fn count_purgeable(&self, cutoff: DateTime<Utc>) -> Result<i64, StoreError> {
-        let mut conn = self.connection().await?;
-        Ok(diesel::sql_query(
-            "SELECT count(*) AS n FROM events e JOIN chunks c ON c.id = e.chunk_id
-             WHERE e.received_at < $1 AND c.state = 'forwarded'",
-        )
-        .bind::<Timestamptz, _>(cutoff)
-        .get_result::<Count>(&mut conn)
-        .await?
-        .n)
+        self.with_connection(async |conn| {
+            Ok(diesel::sql_query(
+                "SELECT count(*) AS n FROM events e JOIN chunks c ON c.id = e.chunk_id
+                 WHERE e.received_at < $1 AND c.state = 'forwarded'",
+            )
+            .bind::<Timestamptz, _>(cutoff)
+            .get_result::<Count>(conn)
+            .await?
+            .n)
+        })
+        .await
     }
 
     /// Deletes up to `batch` events that arrived before `cutoff` and whose chunk was forwarded,
@@ -208,35 +220,37 @@ impl Store {
         cutoff: DateTime<Utc>,
         batch: i64,
     ) -> Result<Purged, StoreError> {
-        let mut conn = self.connection().await?;
-        let events = diesel::sql_query(
-            "WITH doomed AS (
-                 SELECT e.id FROM events e JOIN chunks c ON c.id = e.chunk_id
-                 WHERE e.received_at < $1 AND c.state = 'forwarded'
-                 LIMIT $2
-             ), gone AS (DELETE FROM events WHERE id IN (SELECT id FROM doomed) RETURNING 1)
-             SELECT count(*) AS n FROM gone",
-        )
-        .bind::<Timestamptz, _>(cutoff)
-        .bind::<BigInt, _>(batch)
-        .get_result::<Count>(&mut conn)
-        .await?
-        .n;
-        let chunks = diesel::sql_query(
-            "WITH doomed AS (
-                 SELECT c.id FROM chunks c
-                 WHERE c.state = 'forwarded' AND c.created_at < $1
-                   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.chunk_id = c.id)
-                 ORDER BY c.created_at
-                 LIMIT $2
-             ), gone AS (DELETE FROM chunks WHERE id IN (SELECT id FROM doomed) RETURNING 1)
-             SELECT count(*) AS n FROM gone",
-        )
-        .bind::<Timestamptz, _>(cutoff)
-        .bind::<BigInt, _>(batch)
-        .get_result::<Count>(&mut conn)
-        .await?
-        .n;
-        Ok(Purged { events, chunks })
+        self.with_connection(async |conn| {
+            let events = diesel::sql_query(
+                "WITH doomed AS (
+                     SELECT e.id FROM events e JOIN chunks c ON c.id = e.chunk_id
+                     WHERE e.received_at < $1 AND c.state = 'forwarded'
+                     LIMIT $2
+                 ), gone AS (DELETE FROM events WHERE id IN (SELECT id FROM doomed) RETURNING 1)
+                 SELECT count(*) AS n FROM gone",
+            )
+            .bind::<Timestamptz, _>(cutoff)
+            .bind::<BigInt, _>(batch)
+            .get_result::<Count>(conn)
+            .await?
+            .n;
+            let chunks = diesel::sql_query(
+                "WITH doomed AS (
+                     SELECT c.id FROM chunks c
+                     WHERE c.state = 'forwarded' AND c.created_at < $1
+                       AND NOT EXISTS (SELECT 1 FROM events e WHERE e.chunk_id = c.id)
+                     ORDER BY c.created_at
+                     LIMIT $2
+                 ), gone AS (DELETE FROM chunks WHERE id IN (SELECT id FROM doomed) RETURNING 1)
+                 SELECT count(*) AS n FROM gone",
+            )
+            .bind::<Timestamptz, _>(cutoff)
+            .bind::<BigInt, _>(batch)
+            .get_result::<Count>(conn)
+            .await?
+            .n;
+            Ok(Purged { events, chunks })
+        })
+        .await
     }
 }

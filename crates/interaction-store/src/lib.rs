@@ -12,6 +12,7 @@
 //! bind-parameter limit) and the chunk row in the same statement.
 
 mod chunks;
+mod connect;
 mod delivery;
 mod error;
 pub mod schema;
@@ -28,13 +29,21 @@ use diesel_async::pooled_connection::{
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use futures_util::FutureExt;
+use secrecy::{ExposeSecret, SecretString};
 
 pub use chunks::{ChunkToPublish, InsertedChunk, StoredEvent};
+pub use connect::{ConnectOptions, Connector, SslMode};
 pub use delivery::{Failure, FailureRow, Purged};
 pub use error::StoreError;
 
 /// Key of the PostgreSQL advisory lock held while migrating ("ILOG" in ASCII).
 const MIGRATION_LOCK: i64 = 0x494C_4F47;
+
+/// How much longer than `statement_timeout` the client waits before it gives a statement
+/// up: the server's own cancellation comes first and leaves the connection usable; the
+/// client's deadline is for a server (or network) that does not answer at all.
+const CLIENT_DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 
 /// The schema migrations, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -42,22 +51,28 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// Pool settings.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// `postgres://user:password@host:port/database`.
-    pub url: String,
+    /// `postgres://user:password@host:port/database?sslmode=…` (libpq's URL conventions,
+    /// see [`ConnectOptions`]). A secret: it usually holds a password.
+    pub url: SecretString,
     /// Most connections this process opens.
     pub max_connections: usize,
     /// How long a caller waits for a free connection, and for a new one to be established,
     /// before the operation fails as unavailable (and the API answers 503).
     pub acquire_timeout: Duration,
+    /// PostgreSQL's `statement_timeout` for every statement but migrations. The client
+    /// gives a statement up [`CLIENT_DEADLINE_MARGIN`] later if the server never answers.
+    pub statement_timeout: Duration,
 }
 
 impl StoreConfig {
-    /// Settings for `url` with the defaults: 8 connections, 3 s acquire timeout.
+    /// Settings for `url` with the defaults: 8 connections, 3 s acquire timeout, 5 s
+    /// statement timeout.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
-            url: url.into(),
+            url: SecretString::from(url.into()),
             max_connections: 8,
             acquire_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -69,8 +84,10 @@ pub type Connection = Object<AsyncPgConnection>;
 #[derive(Clone)]
 pub struct Store {
     pool: Pool<AsyncPgConnection>,
-    /// Kept for migrations, which need a connection of their own. Never logged.
-    url: String,
+    /// Opens the migration connection (same TLS settings, no statement timeout).
+    migrator: Connector,
+    /// How long one operation may wait for the database once it has a connection.
+    deadline: Duration,
 }
 
 impl std::fmt::Debug for Store {
@@ -78,20 +95,34 @@ impl std::fmt::Debug for Store {
         // Never print the URL: it may hold a password.
         f.debug_struct("Store")
             .field("status", &self.pool.status())
+            .field("deadline", &self.deadline)
             .finish()
     }
 }
 
 impl Store {
     /// Builds the pool. Connects lazily: a database that is down now fails the first
-    /// operations, not start-up, so the service comes up and reports itself degraded.
+    /// operations, not start-up, so the service comes up and reports itself degraded. A
+    /// malformed URL or an unreadable certificate file fails here.
     pub fn new(config: &StoreConfig) -> Result<Self, StoreError> {
+        let options = ConnectOptions::parse(config.url.expose_secret())?
+            .connect_timeout(config.acquire_timeout);
+        let connector = options
+            .clone()
+            .statement_timeout(Some(config.statement_timeout))
+            .connector()?;
+        let migrator = options.statement_timeout(None).connector()?;
         let mut manager_config = ManagerConfig::default();
         // The default (Verified) runs a test query on every checkout: a round trip per write
         // batch. Broken connections surface as errors on use instead and are dropped.
         manager_config.recycling_method = RecyclingMethod::Fast;
+        manager_config.custom_setup = Box::new(move |_url| {
+            let connector = connector.clone();
+            async move { connector.connect().await }.boxed()
+        });
+        // The URL is unused: `custom_setup` connects with the options parsed above.
         let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
-            config.url.clone(),
+            "postgres://",
             manager_config,
         );
         let pool = Pool::builder(manager)
@@ -104,24 +135,40 @@ impl Store {
             .map_err(|e| StoreError::Config(e.to_string()))?;
         Ok(Self {
             pool,
-            url: config.url.clone(),
+            migrator,
+            deadline: config.statement_timeout + CLIENT_DEADLINE_MARGIN,
         })
     }
 
-    /// A connection from the pool.
-    pub async fn connection(&self) -> Result<Connection, StoreError> {
-        self.pool.get().await.map_err(StoreError::from_pool)
+    /// Runs `op` on a pooled connection, giving up after the client-side deadline. A
+    /// connection whose statement was given up is closed, never returned to the pool: a
+    /// statement may still be running on it, or a transaction still open.
+    pub(crate) async fn with_connection<T>(
+        &self,
+        op: impl AsyncFnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.pool.get().await.map_err(StoreError::from_pool)?;
+        match tokio::time::timeout(self.deadline, op(&mut conn)).await {
+            Ok(result) => result,
+            Err(_) => {
+                drop(Object::take(conn));
+                Err(StoreError::NoAnswer(self.deadline))
+            }
+        }
     }
 
     /// Applies every pending migration; returns the versions applied.
     pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
-        let url = self.url.clone();
-        // Diesel's migration code is synchronous: run it on a blocking thread with a connection
-        // of its own (the async harness would panic on a current-thread runtime).
+        let conn = self
+            .migrator
+            .connect()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        // Diesel's migration code is synchronous: run it on a blocking thread (the async
+        // harness would panic on a current-thread runtime); the wrapper drives the async
+        // connection from there through the runtime's handle.
         tokio::task::spawn_blocking(move || {
-            let mut conn =
-                <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(&url)
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
             // ingest-api and forwarder both migrate at start-up, many replicas at once: the
             // lock makes them take turns (the later ones find nothing left to do). It is held
             // by this connection and released with it, even if a migration fails.
@@ -139,34 +186,58 @@ impl Store {
 
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.connection().await?;
-        diesel::sql_query("SELECT 1")
-            .execute(&mut conn)
-            .await
-            .map(drop)
-            .map_err(StoreError::from)
+        self.with_connection(async |conn| {
+            diesel::sql_query("SELECT 1")
+                .execute(conn)
+                .await
+                .map(drop)
+                .map_err(StoreError::from)
+        })
+        .await
+    }
+
+    /// Whether this process's connections to the database are encrypted, as the server
+    /// sees them (`pg_stat_ssl` of the connection running the query).
+    pub async fn connection_is_encrypted(&self) -> Result<bool, StoreError> {
+        #[derive(diesel::QueryableByName)]
+        struct Ssl {
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            ssl: bool,
+        }
+        self.with_connection(async |conn| {
+            let row: Ssl =
+                diesel::sql_query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                    .get_result(conn)
+                    .await?;
+            Ok(row.ssl)
+        })
+        .await
     }
 
     /// Accepted events not yet forwarded: the sum over pending and published chunks.
     pub async fn pending_event_count(&self) -> Result<i64, StoreError> {
         use schema::chunks::dsl::*;
-        let mut conn = self.connection().await?;
-        let total: Option<i64> = chunks
-            .filter(state.eq_any(["pending", "published"]))
-            .select(diesel::dsl::sum(event_count))
-            .first(&mut conn)
-            .await?;
-        Ok(total.unwrap_or(0))
+        self.with_connection(async |conn| {
+            let total: Option<i64> = chunks
+                .filter(state.eq_any(["pending", "published"]))
+                .select(diesel::dsl::sum(event_count))
+                .first(conn)
+                .await?;
+            Ok(total.unwrap_or(0))
+        })
+        .await
     }
 
     /// Chunks committed but not yet confirmed by the broker.
     pub async fn unpublished_chunk_count(&self) -> Result<i64, StoreError> {
         use schema::chunks::dsl::*;
-        let mut conn = self.connection().await?;
-        Ok(chunks
-            .filter(state.eq("pending"))
-            .count()
-            .get_result(&mut conn)
-            .await?)
+        self.with_connection(async |conn| {
+            Ok(chunks
+                .filter(state.eq("pending"))
+                .count()
+                .get_result(conn)
+                .await?)
+        })
+        .await
     }
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use crate::helpers::{Proxy, TestApp, test_config};
@@ -46,7 +47,9 @@ async fn with_the_database_away_ingest_answers_503_and_health_says_so() {
         c.connections.database_url = c
             .connections
             .database_url
-            .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
+            .expose_secret()
+            .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port))
+            .into();
         c.connections.database_timeout = Duration::from_millis(500);
     })
     .await;
@@ -115,7 +118,7 @@ async fn an_app_whose_database_is_unreachable_from_the_start_still_serves_503s()
     let mut config = test_config(db_url);
     config.connections.migrate_on_start = false;
     config.connections.database_timeout = Duration::from_millis(300);
-    let store = ingest_api::startup::store(&config).unwrap();
+    let store = config.connections.store().unwrap();
     let app = TestApp::start(config, store, None).await;
     let response = app.post("/api/v1/log", &event("u")).await;
     assert_eq!(response.status(), 503);
