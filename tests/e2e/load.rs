@@ -18,12 +18,15 @@ pub(crate) struct Sent {
     pub(crate) acked: Vec<String>,
     /// Requests answered otherwise, or failed, by status (0: no answer).
     pub(crate) refused: std::collections::BTreeMap<u16, u64>,
+    /// The longest any request took to be answered (or to fail).
+    pub(crate) slowest: Duration,
 }
 
 /// A running load.
 pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     acked: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
     clients: Vec<tokio::task::JoinHandle<Sent>>,
 }
 
@@ -47,6 +50,7 @@ impl Load {
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let acked_count = Arc::new(AtomicU64::new(0));
+        let refused_count = Arc::new(AtomicU64::new(0));
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -54,6 +58,7 @@ impl Load {
         let clients = (0..clients)
             .map(|c| {
                 let (stop, acked_count, http) = (stop.clone(), acked_count.clone(), http.clone());
+                let refused_count = refused_count.clone();
                 let target = targets[c % targets.len()].clone();
                 let tag = format!("{tag}-{c}");
                 tokio::spawn(async move {
@@ -77,6 +82,7 @@ impl Load {
                             ("/api/v1/logs", json!(events))
                         };
                         out.sent += size;
+                        let started = std::time::Instant::now();
                         let status = http
                             .post(format!("{target}{path}"))
                             .header("content-type", "application/json")
@@ -86,11 +92,13 @@ impl Load {
                             .await
                             .map(|r| r.status().as_u16())
                             .unwrap_or(0);
+                        out.slowest = out.slowest.max(started.elapsed());
                         if status == 202 {
                             acked_count.fetch_add(size, Ordering::Relaxed);
                             out.acked.extend(names);
                         } else {
                             *out.refused.entry(status).or_default() += 1;
+                            refused_count.fetch_add(1, Ordering::Relaxed);
                             // A refused client backs off a little, as a real one would.
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
@@ -103,6 +111,7 @@ impl Load {
         Self {
             stop,
             acked: acked_count,
+            refused: refused_count,
             clients,
         }
     }
@@ -110,6 +119,11 @@ impl Load {
     /// Events acknowledged so far.
     pub(crate) fn acked(&self) -> u64 {
         self.acked.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused (or failed) so far.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Stops the clients and sums up.
@@ -120,6 +134,7 @@ impl Load {
             let sent = client.await.unwrap();
             total.sent += sent.sent;
             total.acked.extend(sent.acked);
+            total.slowest = total.slowest.max(sent.slowest);
             for (status, n) in sent.refused {
                 *total.refused.entry(status).or_default() += n;
             }

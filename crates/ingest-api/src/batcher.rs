@@ -38,6 +38,10 @@ pub struct BatcherConfig {
     pub queue_events: usize,
     /// How long a request waits for room in the queue.
     pub queue_timeout: Duration,
+    /// How long a queued request waits for its write to be answered. Past it the request
+    /// gets 503 "outcome unknown" (a writer may still be holding its events) instead of
+    /// hanging on a database that accepts connections and never answers.
+    pub answer_timeout: Duration,
 }
 
 /// What a write did with a request's events.
@@ -56,9 +60,13 @@ pub enum WriteError {
     /// The queue stayed full for the whole wait.
     #[error("the write queue is full")]
     QueueFull,
-    /// The database could not be reached.
+    /// The database could not be reached; nothing was written.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The connection was lost, or the database stopped answering, after the write was sent
+    /// (e.g. during COMMIT): the events may or may not be stored.
+    #[error("database write outcome unknown: {0}")]
+    OutcomeUnknown(String),
     /// The write failed for another reason.
     #[error("database write failed: {0}")]
     Failed(String),
@@ -151,7 +159,16 @@ impl Batcher {
                 _room: room,
             })
             .map_err(|_| WriteError::ShuttingDown)?;
-        answer.await.unwrap_or(Err(WriteError::ShuttingDown))
+        match tokio::time::timeout(self.config.answer_timeout, answer).await {
+            Ok(answer) => answer.unwrap_or(Err(WriteError::ShuttingDown)),
+            Err(_) => {
+                metrics::counter!("ingest_write_answer_timeouts_total").increment(1);
+                Err(WriteError::OutcomeUnknown(format!(
+                    "no answer from the write path within {:?}",
+                    self.config.answer_timeout
+                )))
+            }
+        }
     }
 }
 
@@ -200,6 +217,12 @@ async fn writer(
             }
             batch
         };
+        // A request whose caller stopped waiting (deadline passed, client gone) is not
+        // written: its caller was not told "stored", so nothing is lost by leaving it out.
+        let batch: Vec<WriteRequest> = batch.into_iter().filter(|r| !r.reply.is_closed()).collect();
+        if batch.is_empty() {
+            continue;
+        }
         write_batch(&store, &publish, batch).await;
     }
 }
@@ -246,10 +269,13 @@ async fn write_batch(store: &Store, publish: &mpsc::Sender<PublishJob>, batch: V
             if unavailable {
                 log::warn!("database write of {total} events failed: {error}");
             } else {
-                log::error!("database write of {total} events failed: {error}");
+                log::error!("database write of {total} events failed: {error} {error:?}");
             }
+            let unknown = error.outcome_unknown();
             for request in batch {
-                let error = if unavailable {
+                let error = if unknown {
+                    WriteError::OutcomeUnknown(error.to_string())
+                } else if unavailable {
                     WriteError::Unavailable(error.to_string())
                 } else {
                     WriteError::Failed(error.to_string())

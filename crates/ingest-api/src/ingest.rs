@@ -185,6 +185,13 @@ fn write_error(error: WriteError, retry_after: u64) -> ApiError {
             message: "the database is unavailable; nothing was stored, retry later".to_owned(),
             retry_after,
         },
+        WriteError::OutcomeUnknown(_) => ApiError::Unavailable {
+            message: "the database did not confirm the write, so the events may or may not be \
+                      stored; retry later with the same eventIds (events with an eventId are \
+                      never stored twice)"
+                .to_owned(),
+            retry_after,
+        },
         WriteError::ShuttingDown => ApiError::Unavailable {
             message: "the service is restarting; nothing was stored, retry later".to_owned(),
             retry_after: 1,
@@ -296,4 +303,39 @@ fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
         )));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::ResponseError;
+
+    #[test]
+    fn write_failures_answer_503_and_say_honestly_what_was_stored() {
+        // (error, status, says nothing was stored)
+        let cases = [
+            (WriteError::QueueFull, 503, true),
+            (WriteError::Unavailable("pool timed out".into()), 503, true),
+            (WriteError::ShuttingDown, 503, true),
+            (
+                WriteError::OutcomeUnknown("connection closed".into()),
+                503,
+                false,
+            ),
+            (WriteError::Failed("a bug".into()), 500, true),
+        ];
+        for (error, status, nothing_stored) in cases {
+            let what = error.to_string();
+            let api = write_error(error, 2);
+            assert_eq!(api.status_code().as_u16(), status, "{what}");
+            let message = api.to_string();
+            assert_eq!(
+                message.contains("nothing was stored"),
+                nothing_stored,
+                "{message}"
+            );
+        }
+        let unknown = write_error(WriteError::OutcomeUnknown(String::new()), 2).to_string();
+        assert!(unknown.contains("same eventIds"), "{unknown}");
+    }
 }

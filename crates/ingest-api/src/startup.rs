@@ -115,6 +115,11 @@ impl Application {
                 writers: config.writers.max(1),
                 queue_events: config.write_queue_events.max(1),
                 queue_timeout: config.write_queue_timeout,
+                // One wait for a connection, one statement given up by the client-side
+                // deadline (statement timeout + 2 s), and a second for queueing.
+                answer_timeout: config.connections.database_timeout
+                    + config.connections.database_statement_timeout
+                    + Duration::from_secs(3),
             },
         );
         let (stop_relay, relay_stopped) = watch::channel(false);

@@ -3,6 +3,7 @@
 //! broker URL, clean-up of a test's queues from `Drop`, and bounded polling.
 #![allow(clippy::expect_used)] // test support: a failure to set up is a failed test
 
+pub mod postgres;
 pub mod tls;
 
 use std::sync::Arc;
@@ -55,12 +56,21 @@ pub async fn wait_until<T>(what: &str, limit: Duration, check: impl AsyncFn() ->
     }
 }
 
-/// A TCP proxy on loopback in front of one service, that the test can cut and restore.
+/// Waits until the hold flag is `value` (or the proxy is gone).
+async fn until(held: &mut watch::Receiver<bool>, value: bool) {
+    // The guard `wait_for` returns is not Send: drop it inside this future.
+    let _ = held.wait_for(|h| *h == value).await.map(|_| ());
+}
+
+/// A TCP proxy on loopback in front of one service, that the test can cut and restore, or
+/// make hold: accept connections and bytes but never answer (a server that hangs, a network
+/// that black-holes), which no refused connection can imitate.
 pub struct Proxy {
     /// The port to connect to instead of the service's.
     pub port: u16,
     up: Arc<AtomicBool>,
     cuts: watch::Sender<u64>,
+    holding: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -80,21 +90,41 @@ impl Proxy {
         let port = listener.local_addr().expect("a bound address").port();
         let up = Arc::new(AtomicBool::new(up));
         let (cuts, _) = watch::channel(0u64);
-        let (flag, watcher, target) = (up.clone(), cuts.clone(), target.to_owned());
+        let (holding, _) = watch::channel(false);
+        let (flag, watcher, hold, target) =
+            (up.clone(), cuts.clone(), holding.clone(), target.to_owned());
         let task = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if !flag.load(Ordering::SeqCst) {
                     continue; // dropped: closed at once, like a service that is down
                 }
                 let mut cut = watcher.subscribe();
+                let mut held = hold.subscribe();
                 let target = target.clone();
                 tokio::spawn(async move {
+                    let holding_now = *held.borrow_and_update();
+                    if holding_now {
+                        // Accepted, then silence; closed when the hold ends or on a cut.
+                        tokio::select! {
+                            _ = until(&mut held, false) => {}
+                            _ = cut.changed() => {}
+                        }
+                        return;
+                    }
                     let Ok(mut server) = TcpStream::connect(&target).await else {
                         return;
                     };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                         _ = cut.changed() => {}
+                        _ = until(&mut held, true) => {
+                            // Both sockets stay open and nothing moves, until the hold ends
+                            // (then they are closed, as after a partition) or a cut.
+                            tokio::select! {
+                                _ = until(&mut held, false) => {}
+                                _ = cut.changed() => {}
+                            }
+                        }
                     }
                 });
             }
@@ -103,8 +133,20 @@ impl Proxy {
             port,
             up,
             cuts,
+            holding,
             task,
         }
+    }
+
+    /// The service stops answering: open and new connections are kept open, and every byte
+    /// sent is swallowed. [`Proxy::release`] ends it.
+    pub fn hold(&self) {
+        self.holding.send_replace(true);
+    }
+
+    /// Ends a [`Proxy::hold`]: the held connections are closed, new ones go through.
+    pub fn release(&self) {
+        self.holding.send_replace(false);
     }
 
     /// The service goes away: open connections are cut, new ones refused.
