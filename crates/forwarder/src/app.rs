@@ -34,6 +34,7 @@ pub fn ncanto(config: &Config) -> anyhow::Result<NcantoClient> {
         auth_header: config.ncanto_auth_header.clone(),
         timeout: config.ncanto_timeout,
         batch_size: config.ncanto_batch_size,
+        ca_file: config.ncanto_ca_file.clone(),
     })
     .context("configuring the Ncanto client")
 }
@@ -103,6 +104,9 @@ impl Forwarder {
                 .await
                 .context("applying database migrations")?;
         }
+        if let Some(warning) = config.delivery_timeout_warning() {
+            log::warn!("{warning}");
+        }
         let context = Arc::new(Context {
             store: store.clone(),
             client: ncanto(&config)?,
@@ -111,6 +115,7 @@ impl Forwarder {
             publisher: publisher(&config),
             amqp_url: config.connections.amqp_url.clone(),
             prefetch: config.prefetch,
+            delivery_timeout: config.delivery_timeout,
             consuming: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
         });

@@ -76,7 +76,8 @@ impl Harness {
         config.connections.amqp_url = amqp_url();
         config.connections.amqp_prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
         config.ncanto_api_url = mock.url();
-        config.ncanto_api_key = String::new();
+        config.ncanto_api_key = String::new().into();
+        config.ncanto_ca_file = None;
         config.admin_addr = "127.0.0.1:0".parse().unwrap();
         config.retry_base = Duration::from_millis(10);
         config.retry_inline_max = Duration::from_millis(200);
