@@ -97,6 +97,8 @@ impl Forwarder {
         config: Config,
         listener: TcpListener,
     ) -> anyhow::Result<Self> {
+        // Configuration mistakes (a CA file that cannot be read…) fail before any connection.
+        let client = ncanto(&config)?;
         let store = store(&config)?;
         if config.connections.migrate_on_start {
             store
@@ -109,7 +111,7 @@ impl Forwarder {
         }
         let context = Arc::new(Context {
             store: store.clone(),
-            client: ncanto(&config)?,
+            client,
             policy: policy(&config),
             topology: Topology::new(config.connections.amqp_prefix.clone()),
             publisher: publisher(&config),

@@ -197,9 +197,10 @@ impl Config {
             .saturating_add(self.retry_inline_max.saturating_mul(self.inline_retries));
         (self.delivery_timeout < worst_call).then(|| {
             format!(
-                "DELIVERY_TIMEOUT {:?} is shorter than NCANTO_TIMEOUT {:?} x {calls} calls plus \
-                 in-process retry delays ({worst_call:?}): slow calls will be cut short and \
-                 retried through the retry queues",
+                "DELIVERY_TIMEOUT {:?} is shorter than one call's worst case with its \
+                 in-process retries (NCANTO_TIMEOUT {:?} x {calls} + retry delays = \
+                 {worst_call:?}): slow calls will be cut short and retried through the retry \
+                 queues",
                 self.delivery_timeout, self.ncanto_timeout
             )
         })

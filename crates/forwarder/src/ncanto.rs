@@ -255,19 +255,23 @@ fn add_ca_file(roots: &mut rustls::RootCertStore, path: &Path) -> anyhow::Result
 }
 
 /// The TLS failure somewhere in an error's chain, if any. rustls errors reach us wrapped in
-/// `std::io::Error`, whose `source()` skips the wrapped error, so both forms are looked for.
+/// `std::io::Error`s (nested: hyper wraps the TLS stream's), whose `source()` skips the
+/// wrapped error, so each cause is also unwrapped through its `io::Error` layers.
 fn tls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     let mut cause = Some(error);
     while let Some(error) = cause {
-        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        if let Some(tls) = error
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return Some(tls);
+        let mut layer: &(dyn std::error::Error + 'static) = error;
+        loop {
+            if let Some(tls) = layer.downcast_ref::<rustls::Error>() {
+                return Some(tls);
+            }
+            match layer
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                Some(inner) => layer = inner,
+                None => break,
+            }
         }
         cause = error.source();
     }
@@ -435,6 +439,9 @@ mod tests {
             rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
         let io = std::io::Error::new(std::io::ErrorKind::InvalidData, certificate.clone());
         assert_eq!(tls_error(&io), Some(&certificate));
+        // As hyper hands it over: the TLS stream's io::Error inside the connector's.
+        let nested = std::io::Error::other(io);
+        assert_eq!(tls_error(&nested), Some(&certificate));
         assert_eq!(tls_error(&certificate), Some(&certificate));
         let plain = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         assert_eq!(tls_error(&plain), None);
