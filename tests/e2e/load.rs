@@ -51,6 +51,7 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let acked_count = Arc::new(AtomicU64::new(0));
         let refused_count = Arc::new(AtomicU64::new(0));
+        interaction_runtime::install_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()

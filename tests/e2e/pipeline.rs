@@ -189,6 +189,8 @@ impl Pipeline {
                 ]),
             );
         }
+        // reqwest's TLS needs a process-wide crypto provider (see interaction-runtime).
+        interaction_runtime::install_tls_provider();
         let mut pipeline = Self {
             client: reqwest::Client::new(),
             ingest: ingests[0].clone(),

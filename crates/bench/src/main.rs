@@ -175,6 +175,8 @@ fn free_port() -> u16 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // reqwest's TLS needs a process-wide crypto provider (see interaction-runtime).
+    interaction_runtime::install_tls_provider();
     let plan = if args.quick {
         Plan {
             phase: Duration::from_secs(2),

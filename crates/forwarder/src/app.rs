@@ -25,6 +25,7 @@ pub fn ncanto(config: &Config) -> anyhow::Result<NcantoClient> {
         auth_header: config.ncanto_auth_header.clone(),
         timeout: config.ncanto_timeout,
         batch_size: config.ncanto_batch_size,
+        ca_file: config.ncanto_ca_file.clone(),
     })
     .context("configuring the Ncanto client")
 }
@@ -87,6 +88,8 @@ impl Forwarder {
         config: Config,
         listener: TcpListener,
     ) -> anyhow::Result<Self> {
+        // Configuration mistakes (a CA file that cannot be read…) fail before any connection.
+        let client = ncanto(&config)?;
         let store = config.connections.store()?;
         if config.connections.migrate_on_start {
             store
@@ -94,14 +97,18 @@ impl Forwarder {
                 .await
                 .context("applying database migrations")?;
         }
+        if let Some(warning) = config.delivery_timeout_warning() {
+            log::warn!("{warning}");
+        }
         let context = Arc::new(Context {
             store: store.clone(),
-            client: ncanto(&config)?,
+            client,
             policy: policy(&config),
             topology: Topology::new(config.connections.amqp_prefix.clone()),
             publisher: publisher(&config),
             amqp_url: config.connections.amqp_url.clone(),
             prefetch: config.prefetch,
+            delivery_timeout: config.delivery_timeout,
             consuming: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
         });

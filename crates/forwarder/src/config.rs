@@ -2,11 +2,13 @@
 //! --help` and `forwarder <command> --help` list every option with its variable.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use interaction_runtime::{Connections, LogFormat, parse_duration};
+use secrecy::SecretString;
 
 /// Delivers stored interaction events from RabbitMQ to Ncanto; also re-drives parked work,
 /// replays stored events and purges old ones.
@@ -100,6 +102,7 @@ pub struct Config {
     pub ncanto_api_url: String,
 
     /// Ncanto API key (empty: none sent).
+    // A secret: `Debug` of the configuration shows it redacted (DESIGN.md invariant 6).
     #[arg(
         long,
         env = "NCANTO_API_KEY",
@@ -107,7 +110,20 @@ pub struct Config {
         hide_env_values = true,
         hide_default_value = true
     )]
-    pub ncanto_api_key: String,
+    pub ncanto_api_key: SecretString,
+
+    /// PEM bundle of extra CA certificates trusted for Ncanto's https, besides the system's
+    /// store (for a private PKI; empty: none). Certificates and host names are always verified.
+    // `::std::option::Option`: clap then leaves the type alone and the parser maps "" (as in
+    // .env.example) to None.
+    #[arg(
+        long,
+        env = "NCANTO_CA_FILE",
+        default_value = "",
+        hide_default_value = true,
+        value_parser = parse_optional_path
+    )]
+    pub ncanto_ca_file: ::std::option::Option<PathBuf>,
 
     /// Header carrying the key (`Authorization` sends `Bearer <key>`, others the bare key).
     #[arg(long, env = "NCANTO_AUTH_HEADER", default_value = "Authorization")]
@@ -124,6 +140,14 @@ pub struct Config {
     /// In-process retries of a failing call before the events go to a retry queue.
     #[arg(long, env = "INLINE_RETRIES", default_value_t = 3)]
     pub inline_retries: u32,
+
+    /// Deadline of one message's delivery: its Ncanto calls (with their in-process retries)
+    /// and the state update. Past it, the message's events go through the retry queue and
+    /// are sent again later. Keep it above NCANTO_TIMEOUT x (INLINE_RETRIES + 1) plus the
+    /// retry delays, times the calls of a chunk (WRITE_BATCH_EVENTS / NCANTO_BATCH_SIZE), or a
+    /// merely slow Ncanto turns into repeated deliveries.
+    #[arg(long, env = "DELIVERY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub delivery_timeout: Duration,
 
     /// First in-process retry delay (doubles per retry).
     #[arg(long, env = "RETRY_BASE", default_value = "200ms", value_parser = parse_duration)]
@@ -162,6 +186,33 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+impl Config {
+    /// A warning when `DELIVERY_TIMEOUT` is shorter than one call's worst case with its
+    /// in-process retries: every delivery that needs them would then be cut short.
+    pub fn delivery_timeout_warning(&self) -> Option<String> {
+        let calls = self.inline_retries.saturating_add(1);
+        let worst_call = self
+            .ncanto_timeout
+            .saturating_mul(calls)
+            .saturating_add(self.retry_inline_max.saturating_mul(self.inline_retries));
+        (self.delivery_timeout < worst_call).then(|| {
+            format!(
+                "DELIVERY_TIMEOUT {:?} is shorter than one call's worst case with its \
+                 in-process retries (NCANTO_TIMEOUT {:?} x {calls} + retry delays = \
+                 {worst_call:?}): slow calls will be cut short and retried through the retry \
+                 queues",
+                self.delivery_timeout, self.ncanto_timeout
+            )
+        })
+    }
+}
+
+/// Parses a file path, or `""` for none.
+pub fn parse_optional_path(text: &str) -> Result<Option<PathBuf>, String> {
+    let text = text.trim();
+    Ok((!text.is_empty()).then(|| PathBuf::from(text)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +225,61 @@ mod tests {
         assert!(env.without_env.is_empty(), "{:?}", env.without_env);
         let cli = Cli::try_parse_from(&env.args).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cli.config.ncanto_batch_size, 100);
+        assert_eq!(
+            cli.config.ncanto_ca_file, None,
+            "NCANTO_CA_FILE= means none"
+        );
+        assert_eq!(cli.config.delivery_timeout, Duration::from_secs(60));
+        assert_eq!(cli.config.delivery_timeout_warning(), None);
+    }
+
+    #[test]
+    fn debug_of_the_configuration_never_shows_the_ncanto_api_key() {
+        let key = "sk-live-5f2b9c0d7e";
+        let cli = Cli::try_parse_from([
+            "forwarder",
+            "--database-url",
+            "postgres://x/y",
+            "--ncanto-api-key",
+            key,
+        ])
+        .unwrap();
+        let debug = format!("{cli:?}");
+        assert!(!debug.contains(key), "{debug}");
+        assert!(debug.contains("REDACTED"), "{debug}");
+        let ncanto = crate::ncanto::NcantoConfig {
+            url: "https://ncanto.example".into(),
+            api_key: cli.config.ncanto_api_key.clone(),
+            auth_header: "Authorization".into(),
+            timeout: Duration::from_secs(1),
+            batch_size: 1,
+            ca_file: None,
+        };
+        assert!(!format!("{ncanto:?}").contains(key));
+        use secrecy::ExposeSecret as _;
+        assert_eq!(cli.config.ncanto_api_key.expose_secret(), key);
+    }
+
+    #[test]
+    fn the_ca_file_and_the_delivery_timeout_parse() {
+        let cli = Cli::try_parse_from([
+            "forwarder",
+            "--database-url",
+            "postgres://x/y",
+            "--ncanto-ca-file",
+            "/etc/ncanto/ca.pem",
+            "--delivery-timeout",
+            "5s",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.config.ncanto_ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/ncanto/ca.pem"))
+        );
+        assert_eq!(cli.config.delivery_timeout, Duration::from_secs(5));
+        // 10 s x 4 calls + 3 x 2 s of delays = 46 s > 5 s.
+        let warning = cli.config.delivery_timeout_warning().unwrap();
+        assert!(warning.contains("46s"), "{warning}");
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! Consuming the forward queue: one task per delivery (at most `PREFETCH` at once), manual
 //! acks, and a reconnect loop.
 //!
+//! Each delivery (its Ncanto calls and the state update) runs under `DELIVERY_TIMEOUT`, so a
+//! message never holds a prefetch slot forever. A delivery cut short is a transient failure
+//! like any other: the message's events go to the next retry queue (or, out of attempts, are
+//! parked) and the message is acknowledged only once that is durable. Events Ncanto took
+//! before the deadline are sent again — duplicates, never losses.
+//!
 //! A message is acknowledged only after its outcome is durable: events delivered and the chunk
 //! marked `forwarded`; or the rest safely in a retry queue; or the failures recorded and
 //! parked. Anything that cannot be made durable (database or broker away) leaves the message
@@ -18,13 +24,14 @@ use interaction_bus::lapin::options::{
 };
 use interaction_bus::lapin::types::{AMQPValue, FieldTable, LongString};
 use interaction_bus::{Envelope, Publisher, Topology, backoff_delay, declare_topology, jitter};
+use interaction_core::Event;
 use interaction_store::{Failure, Store};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::deliver::{ChunkOutcome, deliver_chunk};
+use crate::deliver::{ChunkOutcome, FailedEvent, Requeue, deliver_chunk};
 use crate::ncanto::NcantoClient;
-use crate::retry::RetryPolicy;
+use crate::retry::{RetryPolicy, retry_queue_for};
 
 /// Header counting a message's trips through the retry queues.
 pub const ATTEMPT_HEADER: &str = "x-attempt";
@@ -55,6 +62,8 @@ pub struct Context {
     pub amqp_url: String,
     /// Deliveries at once.
     pub prefetch: u16,
+    /// Deadline of one delivery (Ncanto calls + state update).
+    pub delivery_timeout: Duration,
     /// Whether the consumer is attached to the queue (for `/health` and `/readyz`).
     pub consuming: AtomicBool,
     /// Deliveries being handled.
@@ -291,15 +300,72 @@ async fn process(context: &Context, delivery: &Delivery, envelope: Envelope) -> 
         }
     }
 
-    let outcome = deliver_chunk(
-        &context.client,
-        &context.policy,
-        &envelope.tenant,
-        &envelope.events,
-        attempt,
-    )
-    .await;
-    settle_outcome(context, &envelope, attempt, redriven, outcome).await
+    let delivery = async {
+        let outcome = deliver_chunk(
+            &context.client,
+            &context.policy,
+            &envelope.tenant,
+            &envelope.events,
+            attempt,
+        )
+        .await;
+        settle_outcome(context, &envelope, attempt, redriven, outcome).await
+    };
+    match tokio::time::timeout(context.delivery_timeout, delivery).await {
+        Ok(settle) => settle,
+        Err(_) => {
+            // Whatever was in flight is dropped (the HTTP call is cancelled). The chunk was
+            // not marked forwarded, so the message is handled as a transient failure.
+            metrics::counter!("forwarder_delivery_timeouts_total").increment(1);
+            let reason = format!(
+                "delivery deadline exceeded (DELIVERY_TIMEOUT {:?})",
+                context.delivery_timeout
+            );
+            log::warn!(
+                "chunk {chunk_id}: {reason}; its {} events go through the retry path",
+                envelope.events.len()
+            );
+            let outcome = deadline_outcome(&envelope.events, attempt, &context.policy, reason);
+            settle_outcome(context, &envelope, attempt, redriven, outcome).await
+        }
+    }
+}
+
+/// The outcome of a delivery cut short by its deadline, on the message's `attempt`-th trip
+/// through the retry queues: every event is retried through the next retry queue, as after a
+/// transient Ncanto failure — or, out of attempts, recorded as failed and parked.
+fn deadline_outcome(
+    events: &[Event],
+    attempt: u32,
+    policy: &RetryPolicy,
+    reason: String,
+) -> ChunkOutcome {
+    if attempt >= policy.max_attempts {
+        let reason = format!(
+            "gave up after {} retry rounds; last failure: {reason}",
+            attempt + 1
+        );
+        ChunkOutcome {
+            failed: events
+                .iter()
+                .map(|event| FailedEvent {
+                    event: event.clone(),
+                    reason: reason.clone(),
+                    status: None,
+                })
+                .collect(),
+            ..ChunkOutcome::default()
+        }
+    } else {
+        ChunkOutcome {
+            requeue: Some(Requeue {
+                events: events.to_vec(),
+                queue: retry_queue_for(attempt + 1, None, &policy.queue_delays),
+                reason,
+            }),
+            ..ChunkOutcome::default()
+        }
+    }
 }
 
 async fn settle_outcome(
@@ -398,4 +464,66 @@ async fn settle_outcome(
         }
     }
     Settle::Ack
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(n: usize) -> Vec<Event> {
+        let event: Event = serde_json::from_value(serde_json::json!({
+            "timestamp": "2025-07-09T10:15:00Z",
+            "subscriber": "user_1",
+            "assetId": "asset_1",
+            "interaction": "play",
+            "ratingEquivalent": 0.5,
+            "setting": {"device": "web"}
+        }))
+        .unwrap();
+        vec![event; n]
+    }
+
+    fn policy(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            inline_retries: 3,
+            inline_base: Duration::from_millis(200),
+            inline_max: Duration::from_secs(2),
+            max_attempts,
+            queue_delays: interaction_bus::RETRY_DELAYS.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_delivery_past_its_deadline_retries_every_event_through_the_next_retry_queue() {
+        // (attempt, max_attempts) → queue used, or None when parked.
+        let table = [
+            (0, 12, Some(0)),
+            (1, 12, Some(1)),
+            (11, 12, Some(3)),
+            (12, 12, None),
+            (0, 0, None),
+        ];
+        for (attempt, max_attempts, queue) in table {
+            let outcome =
+                deadline_outcome(&events(3), attempt, &policy(max_attempts), "late".into());
+            assert_eq!(outcome.delivered, 0, "{attempt}");
+            match queue {
+                Some(queue) => {
+                    let requeue = outcome.requeue.unwrap();
+                    assert_eq!(
+                        (requeue.queue, requeue.events.len()),
+                        (queue, 3),
+                        "{attempt}"
+                    );
+                    assert_eq!(requeue.reason, "late");
+                    assert!(outcome.failed.is_empty());
+                }
+                None => {
+                    assert!(outcome.requeue.is_none(), "{attempt}");
+                    assert_eq!(outcome.failed.len(), 3);
+                    assert!(outcome.failed[0].reason.contains("last failure: late"));
+                }
+            }
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! Process plumbing every Interaction Logger binary needs the same way: logging (text or
-//! JSON lines), durations in configuration, stop signals, and the Prometheus recorder. Kept
+//! JSON lines), durations in configuration, stop signals, the Prometheus recorder, and the
+//! process-wide TLS crypto provider. Kept
 //! apart from the domain crates so none of them grows a dependency on process concerns.
 
 mod connections;
@@ -8,6 +9,7 @@ mod env_file;
 mod logging;
 mod metrics;
 mod signals;
+mod tls;
 
 pub use connections::{Connections, parse_secret};
 pub use duration::parse_duration;
@@ -16,3 +18,4 @@ pub use logging::{DEFAULT_FILTER, LogFormat, init as init_logging, json_line};
 pub use metrics::metrics_handle;
 pub use metrics_exporter_prometheus::PrometheusHandle;
 pub use signals::termination;
+pub use tls::install_tls_provider;

@@ -3,12 +3,13 @@
 //! its variable; `.env.example` documents each.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
 use crate::faults::{Faults, Outage};
-use crate::server::MockConfig;
+use crate::server::{MockConfig, TlsFiles};
 use interaction_runtime::LogFormat;
 
 /// A fake Ncanto recommendation API (`POST /interactions`) for local runs, tests and
@@ -41,6 +42,28 @@ pub struct Config {
         value_parser = parse_optional_addr
     )]
     pub admin_addr: ::std::option::Option<SocketAddr>,
+
+    /// Certificate chain (PEM) to serve https on the main address; requires --tls-key
+    /// (empty: plain http). The admin address stays plain http.
+    // `::std::option::Option`: clap leaves the type alone; the parser maps "" to None.
+    #[arg(
+        long,
+        env = "NCANTO_MOCK_TLS_CERT",
+        default_value = "",
+        hide_default_value = true,
+        value_parser = parse_optional_path
+    )]
+    pub tls_cert: ::std::option::Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "NCANTO_MOCK_TLS_KEY",
+        default_value = "",
+        hide_default_value = true,
+        value_parser = parse_optional_path
+    )]
+    pub tls_key: ::std::option::Option<PathBuf>,
 
     /// API key required as `Authorization: Bearer <key>` on /interactions (empty: none).
     #[arg(long, env = "NCANTO_API_KEY", hide_env_values = true)]
@@ -147,9 +170,26 @@ impl Config {
         Duration::from_secs(self.stats_log_secs)
     }
 
-    /// The library's configuration.
-    pub fn mock_config(&self) -> MockConfig {
-        MockConfig {
+    /// The https files, when both are set; an error when only one is.
+    pub fn tls(&self) -> anyhow::Result<Option<TlsFiles>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert_file), Some(key_file)) => Ok(Some(TlsFiles {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+            })),
+            (None, None) => Ok(None),
+            (Some(_), None) => anyhow::bail!(
+                "NCANTO_MOCK_TLS_CERT is set but NCANTO_MOCK_TLS_KEY is not: https needs both"
+            ),
+            (None, Some(_)) => anyhow::bail!(
+                "NCANTO_MOCK_TLS_KEY is set but NCANTO_MOCK_TLS_CERT is not: https needs both"
+            ),
+        }
+    }
+
+    /// The library's configuration; fails when only one of the https files is given.
+    pub fn mock_config(&self) -> anyhow::Result<MockConfig> {
+        Ok(MockConfig {
             addr: self.addr,
             faults: self.faults(),
             expected_api_key: self
@@ -161,8 +201,15 @@ impl Config {
             admin_addr: self.admin_addr,
             record_events: self.records_events(),
             workers: self.workers,
-        }
+            tls: self.tls()?,
+        })
     }
+}
+
+/// Parses a file path, or `""` for none.
+pub fn parse_optional_path(text: &str) -> Result<Option<PathBuf>, String> {
+    let text = text.trim();
+    Ok((!text.is_empty()).then(|| PathBuf::from(text)))
 }
 
 /// Parses a socket address, or `""`/`none` for none.
@@ -201,7 +248,7 @@ mod tests {
 
     #[test]
     fn defaults_are_a_plain_local_mock() {
-        let config = parse(&[]).mock_config();
+        let config = parse(&[]).mock_config().unwrap();
         assert_eq!(config.addr, "127.0.0.1:8090".parse().unwrap());
         assert_eq!(config.admin_addr, Some("127.0.0.1:8091".parse().unwrap()));
         assert_eq!(config.faults.outage, None);
@@ -222,7 +269,8 @@ mod tests {
             "--api-key=k1",
             "--no-record-events",
         ])
-        .mock_config();
+        .mock_config()
+        .unwrap();
         assert_eq!(
             config.faults,
             Faults {
@@ -238,6 +286,36 @@ mod tests {
         assert_eq!(config.expected_api_key.as_deref(), Some("k1"));
         assert!(!config.record_events);
         assert!(!parse(&["--record-events=false"]).records_events());
+    }
+
+    #[test]
+    fn https_needs_both_the_certificate_and_the_key() {
+        assert_eq!(parse(&[]).mock_config().unwrap().tls, None);
+        assert_eq!(
+            parse(&["--tls-cert=", "--tls-key="])
+                .mock_config()
+                .unwrap()
+                .tls,
+            None
+        );
+        let both = parse(&["--tls-cert=/c.pem", "--tls-key=/k.pem"]);
+        assert_eq!(
+            both.mock_config().unwrap().tls,
+            Some(TlsFiles {
+                cert_file: "/c.pem".into(),
+                key_file: "/k.pem".into(),
+            })
+        );
+        let error = parse(&["--tls-cert=/c.pem"]).mock_config().unwrap_err();
+        assert!(
+            error.to_string().contains("NCANTO_MOCK_TLS_KEY is not"),
+            "{error}"
+        );
+        let error = parse(&["--tls-key=/k.pem"]).mock_config().unwrap_err();
+        assert!(
+            error.to_string().contains("NCANTO_MOCK_TLS_CERT is not"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -276,6 +354,7 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.env.example");
         let env = interaction_runtime::env_file_args(&Config::command(), path.as_ref()).unwrap();
         let config = Config::try_parse_from(&env.args).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.tls().unwrap(), None, "plain http by default");
         assert_eq!(
             config.faults(),
             Faults {

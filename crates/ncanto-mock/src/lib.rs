@@ -19,6 +19,10 @@
 //!   `DELETE /faults` (204).
 //! - `GET /health` → `{"status": "ok"}`.
 //!
+//! The main address serves https instead of http when given a certificate and key
+//! ([`MockConfig::tls`], `NCANTO_MOCK_TLS_CERT`/`NCANTO_MOCK_TLS_KEY`); the admin address stays
+//! plain http.
+//!
 //! The admin routes are served on the main address and, when configured, on an admin address
 //! that an outage never closes: with `refuse` the main address is closed entirely, so the
 //! binary is brought back with `POST /faults` on the admin address (the library with
@@ -50,6 +54,6 @@ pub mod validate;
 pub use config::Config;
 pub use faults::{Faults, Injected, Outage};
 pub use routes::MAX_BODY_BYTES;
-pub use server::{MockConfig, MockServer};
+pub use server::{MockConfig, MockServer, TlsFiles};
 pub use stats::{Stats, mask_authorization};
 pub use validate::{Invalid, Rejection};

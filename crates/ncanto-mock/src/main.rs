@@ -9,7 +9,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = dotenvy::dotenv();
     let config = Config::parse();
     interaction_runtime::init_logging(config.log_format);
-    let mock = MockServer::start(config.mock_config()).await?;
+    let mock = MockServer::start(config.mock_config()?).await?;
     match mock.admin_url() {
         Some(admin) => log::info!("ncanto-mock listening on {} (admin {admin})", mock.url()),
         None => log::info!("ncanto-mock listening on {}", mock.url()),

@@ -2,14 +2,21 @@
 //! admin routes) on an already-bound socket so tests can use port 0, an optional admin
 //! listener that no fault ever closes, and a supervisor that closes and re-opens the main
 //! listener when a `Refuse` outage is set and cleared over HTTP.
+//!
+//! The main listener serves https when given a certificate and key (as the real Ncanto does
+//! in production), so the forwarder's TLS and certificate handling can be tested against it.
+//! TLS is rustls with the ring provider; the admin listener stays plain http.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
@@ -36,6 +43,57 @@ pub struct MockConfig {
     pub record_events: bool,
     /// HTTP worker threads of the main listener (0, the default: one per core).
     pub workers: usize,
+    /// Serve https on the main listener with these files (`None`, the default: plain http).
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of an https listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, the server's certificate first.
+    pub cert_file: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+impl TlsFiles {
+    /// The rustls server configuration these files make (ring provider, TLS 1.2 and 1.3);
+    /// errors name the file at fault.
+    pub fn server_config(&self) -> anyhow::Result<rustls::ServerConfig> {
+        let certs = read_certs(&self.cert_file)?;
+        let key = PrivateKeyDer::from_pem_file(&self.key_file).map_err(|e| {
+            anyhow::anyhow!(
+                "NCANTO_MOCK_TLS_KEY {}: no usable private key: {e}",
+                self.key_file.display()
+            )
+        })?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .with_context(|| {
+                format!(
+                    "NCANTO_MOCK_TLS_CERT {} and NCANTO_MOCK_TLS_KEY {} do not make a TLS identity",
+                    self.cert_file.display(),
+                    self.key_file.display()
+                )
+            })
+    }
+}
+
+fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let name = path.display();
+    let pem =
+        std::fs::read(path).with_context(|| format!("reading NCANTO_MOCK_TLS_CERT {name}"))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("NCANTO_MOCK_TLS_CERT {name} is not PEM: {e}"))?;
+    if certs.is_empty() {
+        anyhow::bail!("NCANTO_MOCK_TLS_CERT {name} holds no PEM certificate");
+    }
+    Ok(certs)
 }
 
 impl Default for MockConfig {
@@ -47,6 +105,7 @@ impl Default for MockConfig {
             admin_addr: None,
             record_events: true,
             workers: 0,
+            tls: None,
         }
     }
 }
@@ -85,6 +144,8 @@ impl Running {
 struct MainListener {
     addr: SocketAddr,
     workers: usize,
+    /// https when set; kept to serve again after a `Refuse` outage.
+    tls: Option<rustls::ServerConfig>,
     shared: web::Data<Shared>,
     running: Mutex<Option<Running>>,
 }
@@ -92,13 +153,16 @@ struct MainListener {
 impl MainListener {
     fn serve(&self, listener: TcpListener) -> std::io::Result<Running> {
         let shared = self.shared.clone();
-        let mut server = HttpServer::new(move || {
+        let server = HttpServer::new(move || {
             App::new()
                 .app_data(shared.clone())
                 .configure(routes::ncanto)
                 .configure(routes::admin)
-        })
-        .listen(listener)?
+        });
+        let mut server = match &self.tls {
+            Some(tls) => server.listen_rustls_0_23(listener, tls.clone())?,
+            None => server.listen(listener)?,
+        }
         // The mock stops when its owner says so (the binary handles signals itself).
         .disable_signals()
         .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS);
@@ -165,6 +229,11 @@ impl MockServer {
     /// called within a Tokio runtime, which then runs the servers' control tasks.
     pub async fn start_on(listener: TcpListener, config: MockConfig) -> anyhow::Result<Self> {
         config.faults.validate().map_err(anyhow::Error::msg)?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(TlsFiles::server_config)
+            .transpose()?;
         let addr = listener.local_addr()?;
         let shared = web::Data::new(Shared {
             faults: watch::Sender::new(Versioned {
@@ -187,9 +256,13 @@ impl MockServer {
         let main = Arc::new(MainListener {
             addr,
             workers: config.workers,
+            tls,
             shared: shared.clone(),
             running: Mutex::new(None),
         });
+        if let Some(files) = &config.tls {
+            log::info!("serving https on {addr} with {}", files.cert_file.display());
+        }
         if config.faults.outage == Some(Outage::Refuse) {
             drop(listener);
             log::info!("outage: refusing connections on {addr}");
@@ -210,10 +283,14 @@ impl MockServer {
         self.main.addr.port()
     }
 
-    /// The main listener's base URL, `http://127.0.0.1:PORT` (the bound IP when not
-    /// unspecified), for `NCANTO_API_URL`.
+    /// The main listener's base URL, `http://127.0.0.1:PORT` (`https://` when serving TLS;
+    /// the bound IP when not unspecified), for `NCANTO_API_URL`.
     pub fn url(&self) -> String {
-        base_url(self.main.addr)
+        let url = base_url(self.main.addr);
+        match self.main.tls {
+            Some(_) => url.replacen("http://", "https://", 1),
+            None => url,
+        }
     }
 
     /// The admin listener's port, when there is one.

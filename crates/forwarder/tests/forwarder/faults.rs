@@ -321,3 +321,52 @@ async fn out_of_attempts_the_events_are_parked_as_failed() {
     );
     forwarder.stop().await;
 }
+
+#[tokio::test]
+async fn a_delivery_past_its_deadline_is_retried_through_the_retry_queue_and_arrives_after() {
+    let harness = Harness::new(|c| {
+        c.delivery_timeout = Duration::from_secs(1);
+        // Longer than the deadline: only the deadline can cut the slow call short.
+        c.ncanto_timeout = Duration::from_secs(30);
+        c.inline_retries = 0;
+    })
+    .await;
+    harness
+        .mock
+        .set_faults(Faults {
+            latency_ms: 20_000,
+            ..Default::default()
+        })
+        .await;
+    let forwarder = harness.start().await;
+    let chunk = harness
+        .submit("acme", (0..3).map(|n| event(n, "slow")).collect())
+        .await;
+    let retry_queue = harness.topology.retry_queues()[0].0.clone();
+    harness
+        .wait_for(
+            "the chunk to wait in the 5 s retry queue",
+            Duration::from_secs(10),
+            async || (harness.queue_length(&retry_queue).await == 1).then_some(()),
+        )
+        .await;
+    let reason = harness.peek_last_error(&retry_queue).await.unwrap();
+    assert!(reason.contains("delivery deadline exceeded"), "{reason}");
+    assert_ne!(
+        harness.store.chunk_state(chunk).await.unwrap().as_deref(),
+        Some("forwarded"),
+        "not acknowledged as delivered"
+    );
+
+    harness.mock.set_faults(Faults::default()).await;
+    harness.wait_for_unique(3, Duration::from_secs(60)).await;
+    harness
+        .wait_for("forwarded", Duration::from_secs(10), async || {
+            (harness.store.chunk_state(chunk).await.ok()?.as_deref() == Some("forwarded"))
+                .then_some(())
+        })
+        .await;
+    assert!(harness.store.failures(chunk).await.unwrap().is_empty());
+    assert!(harness.take_parked().await.is_empty());
+    forwarder.stop().await;
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use forwarder::{Cli, Config, Forwarder, ShutdownHandle};
-use interaction_bus::lapin::options::{BasicGetOptions, QueueDeclareOptions};
+use interaction_bus::lapin::options::{BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
 use interaction_bus::lapin::types::FieldTable;
 use interaction_bus::{BusConfig, Envelope, Publisher, Topology};
 use interaction_core::{Device, Event, Interaction, InteractionType, Setting};
@@ -66,17 +66,23 @@ impl Running {
 impl Harness {
     /// A database, a prefix and a mock; `adjust` tunes the forwarder's configuration.
     pub(crate) async fn new(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::with_mock(MockConfig::default(), adjust).await
+    }
+
+    /// Like [`Self::new`], with a mock started from `mock` (e.g. serving https).
+    pub(crate) async fn with_mock(mock: MockConfig, adjust: impl FnOnce(&mut Config)) -> Self {
         // Logs show in a failing test's output (RUST_LOG decides how much).
         interaction_runtime::init_logging(interaction_runtime::LogFormat::Text);
         let (db, store) = TestDatabase::migrated().await;
-        let mock = MockServer::start(MockConfig::default()).await.unwrap();
+        let mock = MockServer::start(mock).await.unwrap();
         let mut config = Cli::try_parse_from(["forwarder", "--database-url", &db.url])
             .unwrap()
             .config;
         config.connections.amqp_url = amqp_url();
         config.connections.amqp_prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
         config.ncanto_api_url = mock.url();
-        config.ncanto_api_key = String::new();
+        config.ncanto_api_key = String::new().into();
+        config.ncanto_ca_file = None;
         config.admin_addr = "127.0.0.1:0".parse().unwrap();
         config.retry_base = Duration::from_millis(10);
         config.retry_inline_max = Duration::from_millis(200);
@@ -169,6 +175,40 @@ impl Harness {
             .message_count();
         let _ = connection.close(200, "done".into()).await;
         count
+    }
+
+    /// The `x-last-error` of the message waiting in `queue`, if one is: the message is
+    /// taken and handed back (requeued), so it stays where it was.
+    pub(crate) async fn peek_last_error(&self, queue: &str) -> Option<String> {
+        let connection = interaction_bus::connect(&amqp_url()).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let message = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+            .await
+            .unwrap()?;
+        let reason = message
+            .delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-last-error").cloned())
+            .map(|v| match v {
+                interaction_bus::lapin::types::AMQPValue::LongString(s) => {
+                    String::from_utf8_lossy(s.as_bytes()).into_owned()
+                }
+                other => format!("{other:?}"),
+            })
+            .unwrap_or_default();
+        message
+            .delivery
+            .nack(BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            })
+            .await
+            .unwrap();
+        let _ = connection.close(200, "done".into()).await;
+        Some(reason)
     }
 
     /// Takes every message off the parked queue: envelopes (or raw bytes) with their reason.

@@ -5,4 +5,5 @@
 mod delivery;
 mod faults;
 mod harness;
+mod https;
 mod operations;

@@ -8,6 +8,7 @@ use crate::harness::{Harness, event};
 async fn the_admin_port_reports_liveness_readiness_health_and_metrics() {
     let harness = Harness::new(|_| {}).await;
     let forwarder = harness.start().await;
+    interaction_runtime::install_tls_provider();
     let client = reqwest::Client::new();
     harness.submit("acme", vec![event(1, "a")]).await;
     harness.wait_for_unique(1, Duration::from_secs(20)).await;

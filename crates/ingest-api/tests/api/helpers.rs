@@ -77,6 +77,8 @@ impl TestApp {
         let address = format!("http://127.0.0.1:{}", app.port());
         let shutdown = app.shutdown_handle();
         let stopped = tokio::spawn(app.run_until_stopped());
+        // reqwest's TLS needs a process-wide crypto provider (see interaction-runtime).
+        interaction_runtime::install_tls_provider();
         Self {
             address,
             client: reqwest::Client::new(),

@@ -54,6 +54,8 @@ impl TestMock {
 
 /// A client that keeps no idle connections: outages close listeners under it.
 pub(crate) fn client() -> reqwest::Client {
+    // reqwest's TLS needs a process-wide crypto provider (see interaction-runtime).
+    interaction_runtime::install_tls_provider();
     reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()

@@ -4,5 +4,6 @@
 
 mod faults;
 mod helpers;
+mod https;
 mod interactions;
 mod outages;

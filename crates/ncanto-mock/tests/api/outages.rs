@@ -15,14 +15,12 @@ fn outage(outage: Outage) -> Faults {
     }
 }
 
-/// Whether a fresh connection to `url` is refused.
+/// Whether a fresh connection to `url` is refused. A connection the closing listener still
+/// accepted and then dropped (reset, incomplete answer) is not a refusal yet: callers poll.
 async fn refused(url: &str) -> bool {
     match client().get(format!("{url}/health")).send().await {
         Ok(_) => false,
-        Err(e) => {
-            assert!(e.is_connect(), "expected a refused connection, got {e:?}");
-            true
-        }
+        Err(e) => e.is_connect(),
     }
 }
 
@@ -42,6 +40,7 @@ async fn an_error_outage_answers_503_while_the_admin_routes_still_answer() {
 #[tokio::test]
 async fn a_hang_outage_never_answers_until_cleared() {
     let app = TestMock::spawn_with(|c| c.faults.outage = Some(Outage::Hang)).await;
+    interaction_runtime::install_tls_provider();
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(300))
         .build()
