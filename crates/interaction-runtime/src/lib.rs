@@ -7,6 +7,7 @@ mod duration;
 mod env_file;
 mod logging;
 mod metrics;
+mod optional_path;
 mod signals;
 
 pub use connections::Connections;
@@ -15,4 +16,5 @@ pub use env_file::{EnvFileArgs, env_file_args};
 pub use logging::{DEFAULT_FILTER, LogFormat, init as init_logging, json_line};
 pub use metrics::metrics_handle;
 pub use metrics_exporter_prometheus::PrometheusHandle;
+pub use optional_path::parse_optional_path;
 pub use signals::termination;
