@@ -346,7 +346,9 @@ impl Pipeline {
     /// Takes every message off the parked queue; returns how many there were.
     pub(crate) async fn drain_parked(&self) -> usize {
         use interaction_bus::lapin::options::BasicGetOptions;
-        let connection = interaction_bus::connect(&amqp_url()).await.unwrap();
+        let connection = interaction_bus::connect(&amqp_url().into(), None)
+            .await
+            .unwrap();
         let channel = connection.create_channel().await.unwrap();
         let mut n = 0;
         while channel

@@ -29,7 +29,9 @@ pub fn delete_topology_blocking(topology: &Topology) {
             .build()
             .ok()?;
         runtime.block_on(async {
-            let connection = interaction_bus::connect(&amqp_url()).await.ok()?;
+            let connection = interaction_bus::connect(&amqp_url().into(), None)
+                .await
+                .ok()?;
             let channel = connection.create_channel().await.ok()?;
             interaction_bus::delete_topology(&channel, &topology)
                 .await
