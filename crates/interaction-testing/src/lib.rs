@@ -1,8 +1,10 @@
 //! What the black-box and end-to-end tests share: a TCP proxy they can cut to simulate an
 //! outage of the machine's shared PostgreSQL or RabbitMQ (never stopping the real servers), the
-//! broker URL, clean-up of a test's queues from `Drop`, and bounded polling.
+//! broker URL, clean-up of a test's queues from `Drop`, bounded polling, a private CA
+//! ([`tls::TestCa`]) and a TLS RabbitMQ node of a test's own ([`rabbit::TlsRabbit`]).
 #![allow(clippy::expect_used)] // test support: a failure to set up is a failed test
 
+pub mod rabbit;
 pub mod tls;
 
 use std::sync::Arc;
