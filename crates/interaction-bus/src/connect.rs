@@ -200,11 +200,16 @@ fn describe_trust(ca_file: Option<&Path>) -> String {
 
 /// The URL with any password replaced by `***`, for logs and errors:
 /// `amqp://guest:***@127.0.0.1:5672/%2f`. Query strings are kept (they carry no secrets in
-/// AMQP URIs); anything that does not look like a URL is replaced whole.
+/// AMQP URIs); anything that does not parse as a URL is replaced whole.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "<invalid AMQP URL>".to_owned();
     };
+    // A password with an unescaped '/', '?' or '#' breaks the URL's structure, and the
+    // split below would show part of it: such a URL is hidden whole.
+    if url::Url::parse(url).is_err() {
+        return "<invalid AMQP URL>".to_owned();
+    }
     // The authority ends at the first '/', '?' or '#'; userinfo ends at its LAST '@'
     // (an unescaped '@' in a password must not leak the rest of it).
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -218,6 +223,9 @@ pub fn redact_url(url: &str) -> String {
                 format!("{scheme}://{user}@{host}{tail}")
             }
         }
+        // `user:1234/rest@host` parses as host `user`, port 1234: the '@' later on may end a
+        // password that lost its escaping. Hide all but the scheme rather than guess.
+        None if authority.contains(':') && tail.contains('@') => format!("{scheme}://<hidden>"),
         None => url.to_owned(),
     }
 }
@@ -247,6 +255,11 @@ mod tests {
             ("amqp://127.0.0.1:5672/%2f", "amqp://127.0.0.1:5672/%2f"),
             ("amqp://h/vhost@x", "amqp://h/vhost@x"),
             ("guest:secret@host", "<invalid AMQP URL>"),
+            // Unescaped '/', '?', '#' in a password.
+            ("amqp://user:se/cret@host/", "<invalid AMQP URL>"),
+            ("amqp://user:se?cret@host/", "<invalid AMQP URL>"),
+            ("amqp://user:se#cret@host/", "<invalid AMQP URL>"),
+            ("amqp://user:1234/secret@host/", "amqp://<hidden>"),
         ];
         for (url, want) in cases {
             assert_eq!(redact_url(url), want, "{url}");
