@@ -48,7 +48,9 @@ impl TlsRabbit {
         let dir = tempfile::tempdir().expect("a temporary directory for the node");
         let node = unique_node_name();
         let port = free_port();
-        let dist_port = free_port();
+        let dist_port = std::iter::repeat_with(free_port)
+            .find(|&other| other != port)
+            .expect("a second free port");
         let cert = ca.server_cert(&format!("{}-rabbit", dir_stem(dir.path())), &["localhost"]);
         let path = |name: &str| dir.path().join(name);
         for sub in ["mnesia", "log", "home"] {
