@@ -9,3 +9,4 @@ mod faults;
 mod load;
 mod pipeline;
 mod scenarios;
+mod tls;

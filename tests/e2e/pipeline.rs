@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use interaction_bus::Topology;
@@ -15,10 +15,20 @@ use serde_json::Value;
 pub(crate) const API_KEY: &str = "e2e-key-0123456789";
 pub(crate) const NCANTO_KEY: &str = "e2e-ncanto-key";
 
-/// Where cargo put the workspace's binaries: next to this test's `deps/` folder.
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+/// Where cargo put the workspace's binaries: next to this test's `deps/` folder, or in
+/// `E2E_BIN_DIR` when set (a copy of them: with a target directory shared by several
+/// checkouts, another checkout's build may replace the binaries while the tests run).
+pub(crate) fn binary(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("E2E_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe().unwrap();
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .unwrap()
+                .to_owned()
+        }
+    };
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -55,6 +65,12 @@ pub(crate) struct Layout {
     pub(crate) proxy_database: bool,
     /// Put a proxy the test can cut between the binaries and RabbitMQ.
     pub(crate) proxy_broker: bool,
+    /// Write each service's stdout and stderr to a file ([`Pipeline::output`]) instead of the
+    /// test's own output.
+    pub(crate) capture_output: bool,
+    /// A password in `DATABASE_URL` (the local server trusts loopback and ignores it), so a
+    /// test can check that it never shows up in the services' output.
+    pub(crate) database_password: Option<String>,
 }
 
 impl Default for Layout {
@@ -64,6 +80,8 @@ impl Default for Layout {
             forwarders: 1,
             proxy_database: false,
             proxy_broker: false,
+            capture_output: false,
+            database_password: None,
         }
     }
 }
@@ -84,6 +102,7 @@ pub(crate) struct Pipeline {
     pub(crate) broker_proxy: Option<Proxy>,
     children: HashMap<Service, Child>,
     envs: HashMap<Service, Vec<(String, String)>>,
+    capture_output: bool,
     workdir: PathBuf,
     topology: Topology,
     _db: TestDatabase,
@@ -120,6 +139,10 @@ impl Pipeline {
                 .url
                 .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port)),
             None => db.url.clone(),
+        };
+        let database_url = match &layout.database_password {
+            Some(password) => with_password(&database_url, password),
+            None => database_url,
         };
         let amqp = match &broker_proxy {
             Some(proxy) => {
@@ -201,6 +224,7 @@ impl Pipeline {
             broker_proxy,
             children: HashMap::new(),
             envs,
+            capture_output: layout.capture_output,
             workdir,
             topology: Topology::new(prefix),
             _db: db,
@@ -225,15 +249,100 @@ impl Pipeline {
             Service::Ingest(_) => "ingest-api",
             Service::Forwarder(_) => "forwarder",
         };
-        let child = Command::new(binary(name))
+        let mut command = Command::new(binary(name));
+        command
             .current_dir(&self.workdir)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(self.envs[&service].iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stdin(Stdio::null());
+        if self.capture_output {
+            // Appended: a restarted service adds to what it wrote before.
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.output_file(service))
+                .unwrap();
+            command.stdout(file.try_clone().unwrap()).stderr(file);
+        }
+        let child = command.spawn().unwrap();
         self.children.insert(service, child);
+    }
+
+    fn output_file(&self, service: Service) -> PathBuf {
+        self.workdir.join(format!("{service:?}.out"))
+    }
+
+    /// What a service wrote to stdout and stderr so far (with `capture_output`).
+    pub(crate) fn output(&self, service: Service) -> String {
+        self.output_of(&format!("{service:?}"))
+    }
+
+    /// The last lines of a service's captured output above debug level, for failure messages.
+    fn output_tail(&self, service: Service) -> String {
+        let output = self.output(service);
+        let lines: Vec<&str> = output
+            .lines()
+            .filter(|line| !line.contains(" DEBUG ") && !line.contains(" TRACE "))
+            .collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// What a process started with `label` wrote to stdout and stderr so far.
+    pub(crate) fn output_of(&self, label: &str) -> String {
+        std::fs::read_to_string(self.workdir.join(format!("{label}.out"))).unwrap_or_default()
+    }
+
+    /// Starts a binary besides the pipeline's services, with exactly `env`, its output
+    /// captured under `label` ([`Self::output_of`]). Killed when the returned child drops.
+    pub(crate) fn start_command(
+        &self,
+        name: &str,
+        args: &[&str],
+        env: &[(String, String)],
+        label: &str,
+    ) -> tokio::process::Child {
+        let file = std::fs::File::create(self.workdir.join(format!("{label}.out"))).unwrap();
+        tokio::process::Command::new(binary(name))
+            .current_dir(&self.workdir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    }
+
+    /// The environment a service runs with.
+    pub(crate) fn env(&self, service: Service) -> &[(String, String)] {
+        &self.envs[&service]
+    }
+
+    /// Runs a binary to completion (at most 60 s) in the services' working directory with
+    /// exactly `env`, e.g. an operator command such as `forwarder redrive`.
+    pub(crate) async fn run_command(
+        &self,
+        name: &str,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Output {
+        let mut command = tokio::process::Command::new(binary(name));
+        command
+            .current_dir(&self.workdir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        tokio::time::timeout(Duration::from_secs(60), command.output())
+            .await
+            .unwrap_or_else(|_| panic!("{name} {args:?} did not finish within 60 s"))
+            .unwrap()
     }
 
     fn ready_url(&self, service: Service) -> String {
@@ -259,11 +368,15 @@ impl Pipeline {
                 .get_mut(&service)
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!("{service:?} exited during start-up: {status}");
+                panic!(
+                    "{service:?} exited during start-up: {status}\n{}",
+                    self.output_tail(service)
+                );
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{service:?} not ready in 30 s"
+                "{service:?} not ready in 30 s\n{}",
+                self.output_tail(service)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -348,7 +461,9 @@ impl Pipeline {
     /// Takes every message off the parked queue; returns how many there were.
     pub(crate) async fn drain_parked(&self) -> usize {
         use interaction_bus::lapin::options::BasicGetOptions;
-        let connection = interaction_bus::connect(&amqp_url()).await.unwrap();
+        let connection = interaction_bus::connect(&amqp_url().into(), None)
+            .await
+            .unwrap();
         let channel = connection.create_channel().await.unwrap();
         let mut n = 0;
         while channel
@@ -396,6 +511,14 @@ impl Pipeline {
         })
         .await
     }
+}
+
+/// `url` with `password` for its user: `postgres://postgres@h/db` → `postgres://postgres:pw@h/db`.
+fn with_password(url: &str, password: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (user, host) = rest.split_once('@').unwrap();
+    let user = user.split_once(':').map_or(user, |(user, _)| user);
+    format!("{scheme}://{user}:{password}@{host}")
 }
 
 fn signal(child: &Child, name: &str) {

@@ -488,7 +488,7 @@ async fn main() -> anyhow::Result<()> {
     for process in [forwarder, ingest, mock] {
         process.stop(Duration::from_secs(25)).await;
     }
-    if let Ok(connection) = interaction_bus::connect(&amqp_url).await
+    if let Ok(connection) = interaction_bus::connect(&amqp_url.as_str().into(), None).await
         && let Ok(channel) = connection.create_channel().await
     {
         let _ = interaction_bus::delete_topology(

@@ -89,7 +89,7 @@ pub(crate) async fn rabbitmq(
         .sum();
     let seconds = started.elapsed().as_secs_f64();
     publisher.close().await;
-    let connection = interaction_bus::connect(amqp_url).await?;
+    let connection = interaction_bus::connect(&amqp_url.into(), None).await?;
     let channel = connection.create_channel().await?;
     interaction_bus::delete_topology(&channel, &Topology::new(prefix)).await?;
     let _ = connection.close(200, "bench done".into()).await;

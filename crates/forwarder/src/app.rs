@@ -41,15 +41,25 @@ pub fn policy(config: &Config) -> RetryPolicy {
     }
 }
 
-/// A confirmed publisher for the configuration's broker and prefix.
-pub fn publisher(config: &Config) -> Publisher {
-    Publisher::start(BusConfig {
+/// The broker, CA file, prefix and confirm timeout the configuration describes.
+pub fn bus_config(config: &Config) -> BusConfig {
+    BusConfig {
+        ca_file: config.connections.amqp_ca_file.clone(),
         confirm_timeout: config.connections.publish_confirm_timeout,
         ..BusConfig::new(
             config.connections.amqp_url.clone(),
             config.connections.amqp_prefix.clone(),
         )
-    })
+    }
+}
+
+/// A confirmed publisher for the configuration's broker and prefix. Fails when the AMQP URL is
+/// malformed or the CA file unusable (`BusConfig::check`): a configuration mistake stops the
+/// command instead of looping in reconnect attempts.
+pub fn publisher(config: &Config) -> anyhow::Result<Publisher> {
+    let bus = bus_config(config);
+    bus.check().context("checking AMQP_URL and AMQP_CA_FILE")?;
+    Ok(Publisher::start(bus))
 }
 
 /// A running forwarder.
@@ -105,8 +115,9 @@ impl Forwarder {
             client,
             policy: policy(&config),
             topology: Topology::new(config.connections.amqp_prefix.clone()),
-            publisher: publisher(&config),
+            publisher: publisher(&config)?,
             amqp_url: config.connections.amqp_url.clone(),
+            amqp_ca_file: config.connections.amqp_ca_file.clone(),
             prefetch: config.prefetch,
             delivery_timeout: config.delivery_timeout,
             consuming: AtomicBool::new(false),

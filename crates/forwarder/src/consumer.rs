@@ -13,6 +13,7 @@
 //! unacknowledged for redelivery — delivery is at-least-once, and a chunk already forwarded is
 //! skipped when it comes again.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -26,6 +27,7 @@ use interaction_bus::lapin::types::{AMQPValue, FieldTable, LongString};
 use interaction_bus::{Envelope, Publisher, Topology, backoff_delay, declare_topology, jitter};
 use interaction_core::Event;
 use interaction_store::{Failure, Store};
+use secrecy::SecretString;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -58,8 +60,10 @@ pub struct Context {
     pub topology: Topology,
     /// Confirmed publishes to the retry and parked queues.
     pub publisher: Publisher,
-    /// Broker URL for the consuming connection.
-    pub amqp_url: String,
+    /// Broker URL for the consuming connection (a secret: it holds the password).
+    pub amqp_url: SecretString,
+    /// Extra CAs trusted for `amqps://` besides the system roots (`AMQP_CA_FILE`).
+    pub amqp_ca_file: Option<PathBuf>,
     /// Deliveries at once.
     pub prefetch: u16,
     /// Deadline of one delivery (Ncanto calls + state update).
@@ -113,7 +117,12 @@ async fn consume_once(
         }
         _ = stop.wait_for(|s| *s) => return Ok(()),
     }
-    let connection = interaction_bus::connect_named(&context.amqp_url, "forwarder").await?;
+    let connection = interaction_bus::connect_named(
+        &context.amqp_url,
+        context.amqp_ca_file.as_deref(),
+        "forwarder",
+    )
+    .await?;
     let channel = connection.create_channel().await?;
     declare_topology(&channel, &context.topology).await?;
     // Prefetch bounds the unacknowledged messages this consumer holds: its concurrency, and

@@ -28,9 +28,10 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Redrive(args) => {
-            let publisher = publisher(&config);
+            let publisher = publisher(&config)?;
             let report = forwarder::redrive::redrive(
                 &config.connections.amqp_url,
+                config.connections.amqp_ca_file.as_deref(),
                 &Topology::new(config.connections.amqp_prefix.clone()),
                 &publisher,
                 &forwarder::redrive::RedriveFilter {

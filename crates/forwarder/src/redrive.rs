@@ -4,11 +4,13 @@
 //! messages not selected — and a dry run's — go back to the parked queue untouched when the
 //! command's channel closes.
 
+use std::path::Path;
 use std::time::Duration;
 
 use interaction_bus::lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
 use interaction_bus::lapin::types::{AMQPValue, FieldTable};
 use interaction_bus::{Envelope, Publisher, Topology, declare_topology};
+use secrecy::SecretString;
 
 use crate::consumer::{ATTEMPT_HEADER, REASON_HEADER, REDRIVEN_HEADER};
 
@@ -47,9 +49,11 @@ pub struct RedriveReport {
     pub selected: Vec<(i64, String)>,
 }
 
-/// Re-drives parked messages of `topology` through `publisher`.
+/// Re-drives parked messages of `topology` through `publisher`, reading them over a
+/// connection of its own to `amqp_url` (trusting `amqp_ca_file` besides the system roots).
 pub async fn redrive(
-    amqp_url: &str,
+    amqp_url: &SecretString,
+    amqp_ca_file: Option<&Path>,
     topology: &Topology,
     publisher: &Publisher,
     filter: &RedriveFilter,
@@ -57,7 +61,8 @@ pub async fn redrive(
     if !filter.dry_run && !publisher.wait_connected(Duration::from_secs(15)).await {
         anyhow::bail!("cannot reach RabbitMQ to publish re-driven messages");
     }
-    let connection = interaction_bus::connect_named(amqp_url, "forwarder-redrive").await?;
+    let connection =
+        interaction_bus::connect_named(amqp_url, amqp_ca_file, "forwarder-redrive").await?;
     let channel = connection.create_channel().await?;
     declare_topology(&channel, topology).await?;
     let parked = topology.parked_queue();

@@ -87,6 +87,17 @@ impl Application {
                 .transpose()?,
             max_batch_events: config.max_batch_events,
         };
+        let bus = BusConfig {
+            ca_file: config.connections.amqp_ca_file.clone(),
+            confirm_timeout: config.connections.publish_confirm_timeout,
+            ..BusConfig::new(
+                config.connections.amqp_url.clone(),
+                config.connections.amqp_prefix.clone(),
+            )
+        };
+        // A malformed URL or an unusable CA file is a configuration mistake: stop here rather
+        // than retry connecting forever.
+        bus.check().context("checking AMQP_URL and AMQP_CA_FILE")?;
         let store = config.connections.store()?;
         if config.connections.migrate_on_start {
             let applied = store
@@ -97,13 +108,7 @@ impl Application {
                 log::info!("applied migrations: {}", applied.join(", "));
             }
         }
-        let publisher = Publisher::start(BusConfig {
-            confirm_timeout: config.connections.publish_confirm_timeout,
-            ..BusConfig::new(
-                config.connections.amqp_url.clone(),
-                config.connections.amqp_prefix.clone(),
-            )
-        });
+        let publisher = Publisher::start(bus);
         let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
         let outbox = crate::outbox::start(publisher.clone(), store.clone(), publish_rx);
         let (batcher, writers) = Batcher::start(

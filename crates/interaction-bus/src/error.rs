@@ -15,6 +15,34 @@ pub enum BusError {
         #[source]
         source: lapin::Error,
     },
+    /// The broker's TLS certificate was rejected: not signed by a trusted CA, not issued for
+    /// the host name in the URL, expired… Never retried into success by waiting: the CA bundle
+    /// (`AMQP_CA_FILE`), the URL's host or the broker's certificate must change.
+    #[error("TLS certificate of RabbitMQ at {address} rejected: {reason}; trusted: {trusted}")]
+    Certificate {
+        /// The broker address with the password removed.
+        address: String,
+        /// What is wrong with the certificate, with rustls's verdict.
+        reason: String,
+        /// Which CAs were trusted (system roots, and the CA file if one was given).
+        trusted: String,
+    },
+    /// `AMQP_CA_FILE` cannot be read or holds no PEM certificate.
+    #[error("cannot use AMQP_CA_FILE {}: {reason}", path.display())]
+    CaFile {
+        /// The file as configured.
+        path: std::path::PathBuf,
+        /// Why (I/O error, or what is wrong with its content).
+        reason: String,
+    },
+    /// `AMQP_URL` is not a valid AMQP URL.
+    #[error("invalid AMQP URL {address}: {reason}")]
+    InvalidUrl {
+        /// The URL with the password removed.
+        address: String,
+        /// What is wrong with it (never containing the password).
+        reason: String,
+    },
     /// Opening the connection took longer than allowed (a broker or network that does not
     /// answer at all).
     #[error("connecting to RabbitMQ at {address} timed out after {after:?}")]

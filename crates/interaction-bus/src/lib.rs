@@ -35,7 +35,9 @@ mod error;
 mod publisher;
 mod topology;
 
-pub use connect::{connect, connect_named, redact_url};
+pub use connect::{
+    DEFAULT_HEARTBEAT_SECS, check_connection_settings, connect, connect_named, redact_url,
+};
 pub use envelope::{ENVELOPE_VERSION, Envelope};
 pub use error::{BusError, EnvelopeError, PublishError};
 pub use publisher::{APP_ID, BusConfig, Publisher, backoff_delay, jitter};

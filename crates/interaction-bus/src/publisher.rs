@@ -35,7 +35,7 @@
 //! deleted forward queue comes back by itself.
 
 use crate::{
-    connect::{CONNECT_TIMEOUT, connect_named, redact_url},
+    connect::{CONNECT_TIMEOUT, check_connection_settings, connect_named, redact_url},
     envelope::Envelope,
     error::{BusError, PublishError},
     topology::{Route, Topology, declare_topology},
@@ -46,10 +46,12 @@ use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions},
     types::{FieldTable, ShortString},
 };
+use secrecy::{ExposeSecret, SecretString};
 use std::{
     collections::HashMap,
     fmt,
     hash::BuildHasher,
+    path::PathBuf,
     pin::Pin,
     sync::{
         Arc, Mutex, PoisonError, RwLock,
@@ -78,10 +80,14 @@ const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(10);
 const RETURN_BOOK_CAP: usize = 10_000;
 
 /// How to reach the broker and how patient to be.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct BusConfig {
-    /// `AMQP_URL`, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`. Never logged with its password.
-    pub url: String,
+    /// `AMQP_URL`, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f` or `amqps://…` for TLS. A
+    /// secret (it holds the password): exposed only to open the connection, logged redacted.
+    pub url: SecretString,
+    /// `AMQP_CA_FILE`: a PEM bundle of CAs trusted for `amqps://` in addition to the system
+    /// roots (a private PKI). `None`: the system roots only.
+    pub ca_file: Option<PathBuf>,
     /// `AMQP_PREFIX`: names every exchange and queue (see [`Topology`]).
     pub prefix: String,
     /// How long one publish may wait for its confirm (and for its turn to send) before it
@@ -94,15 +100,25 @@ pub struct BusConfig {
 }
 
 impl BusConfig {
-    /// `url` and `prefix` with the default timings.
-    pub fn new(url: impl Into<String>, prefix: impl Into<String>) -> Self {
+    /// `url` and `prefix` with the default timings and no CA file.
+    pub fn new(url: impl Into<SecretString>, prefix: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            ca_file: None,
             prefix: prefix.into(),
             confirm_timeout: Duration::from_secs(5),
             reconnect_min: Duration::from_millis(250),
             reconnect_max: Duration::from_secs(30),
         }
+    }
+}
+
+impl BusConfig {
+    /// Checks what can be checked before connecting: the URL is an AMQP URL and the CA file,
+    /// if any, can be read and holds a certificate. Binaries call it at start-up so that a
+    /// configuration mistake stops them instead of looping in reconnect attempts.
+    pub fn check(&self) -> Result<(), BusError> {
+        check_connection_settings(&self.url, self.ca_file.as_deref())
     }
 }
 
@@ -116,7 +132,8 @@ impl Default for BusConfig {
 impl fmt::Debug for BusConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BusConfig")
-            .field("url", &redact_url(&self.url))
+            .field("url", &redact_url(self.url.expose_secret()))
+            .field("ca_file", &self.ca_file)
             .field("prefix", &self.prefix)
             .field("confirm_timeout", &self.confirm_timeout)
             .field("reconnect_min", &self.reconnect_min)
@@ -399,7 +416,7 @@ impl Publisher {
     pub fn start(config: BusConfig) -> Self {
         let topology = Topology::new(config.prefix.clone());
         let shared = Arc::new(Shared {
-            address: redact_url(&config.url),
+            address: redact_url(config.url.expose_secret()),
             forward: topology.forward_route(),
             topology,
             config,
@@ -641,13 +658,17 @@ fn describe_without_address(error: &BusError) -> String {
     match error {
         BusError::Connect { source, .. } => source.to_string(),
         BusError::ConnectTimeout { after, .. } => format!("no answer within {after:?}"),
+        BusError::Certificate {
+            reason, trusted, ..
+        } => format!("TLS certificate rejected: {reason}; trusted: {trusted}"),
         other => other.to_string(),
     }
 }
 
 /// Connect, open a confirmed channel, declare the topology.
 async fn establish(shared: &Shared) -> Result<(Arc<Live>, Events), BusError> {
-    let connection = connect_named(&shared.config.url, CONNECTION_NAME).await?;
+    let config = &shared.config;
+    let connection = connect_named(&config.url, config.ca_file.as_deref(), CONNECTION_NAME).await?;
     // Listen before anything can fail: lapin only emits events while someone listens.
     let events: Events = Box::pin(connection.events_listener());
     let setup = async {
@@ -803,10 +824,14 @@ mod tests {
 
     #[test]
     fn debug_of_the_config_hides_the_password() {
-        let config = BusConfig::new("amqp://user:hunter2@rabbit:5672/%2f", "p");
+        let config = BusConfig {
+            ca_file: Some("/etc/rabbit/ca.pem".into()),
+            ..BusConfig::new("amqps://user:hunter2@rabbit:5671/%2f", "p")
+        };
         let text = format!("{config:?}");
         assert!(!text.contains("hunter2"), "{text}");
-        assert!(text.contains("user:***@rabbit:5672"), "{text}");
+        assert!(text.contains("user:***@rabbit:5671"), "{text}");
+        assert!(text.contains("/etc/rabbit/ca.pem"), "{text}");
     }
 
     #[test]

@@ -8,14 +8,16 @@ mod duration;
 mod env_file;
 mod logging;
 mod metrics;
+mod optional_path;
 mod signals;
 mod tls;
 
-pub use connections::{Connections, parse_secret};
+pub use connections::Connections;
 pub use duration::parse_duration;
 pub use env_file::{EnvFileArgs, env_file_args};
 pub use logging::{DEFAULT_FILTER, LogFormat, init as init_logging, json_line};
 pub use metrics::metrics_handle;
 pub use metrics_exporter_prometheus::PrometheusHandle;
+pub use optional_path::parse_optional_path;
 pub use signals::termination;
 pub use tls::install_tls_provider;

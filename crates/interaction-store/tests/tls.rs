@@ -56,7 +56,10 @@ async fn a_private_ca_is_trusted_through_sslrootcert_and_host_names_are_checked(
         "{}",
         server.log()
     );
-    assert!(!good.migrate().await.unwrap().is_empty(), "migrations ran over TLS");
+    assert!(
+        !good.migrate().await.unwrap().is_empty(),
+        "migrations ran over TLS"
+    );
 
     // The same server reached by an address the certificate does not name: refused.
     let error = store(&server.url("127.0.0.1", &format!("sslmode=verify-full&{root}")))
@@ -64,7 +67,10 @@ async fn a_private_ca_is_trusted_through_sslrootcert_and_host_names_are_checked(
         .await
         .unwrap_err()
         .to_string();
-    assert!(error.contains("not valid for name \"127.0.0.1\""), "{error}");
+    assert!(
+        error.contains("not valid for name \"127.0.0.1\""),
+        "{error}"
+    );
 
     // verify-ca checks the chain only, as in libpq: that address is fine there.
     let chain_only = store(&server.url("127.0.0.1", &format!("sslmode=verify-ca&{root}")));

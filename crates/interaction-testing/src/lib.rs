@@ -1,9 +1,11 @@
 //! What the black-box and end-to-end tests share: a TCP proxy they can cut to simulate an
 //! outage of the machine's shared PostgreSQL or RabbitMQ (never stopping the real servers), the
-//! broker URL, clean-up of a test's queues from `Drop`, and bounded polling.
+//! broker URL, clean-up of a test's queues from `Drop`, bounded polling, a private CA
+//! ([`tls::TestCa`]) and a TLS RabbitMQ node of a test's own ([`rabbit::TlsRabbit`]).
 #![allow(clippy::expect_used)] // test support: a failure to set up is a failed test
 
 pub mod postgres;
+pub mod rabbit;
 pub mod tls;
 
 use std::sync::Arc;
@@ -30,7 +32,9 @@ pub fn delete_topology_blocking(topology: &Topology) {
             .build()
             .ok()?;
         runtime.block_on(async {
-            let connection = interaction_bus::connect(&amqp_url()).await.ok()?;
+            let connection = interaction_bus::connect(&amqp_url().into(), None)
+                .await
+                .ok()?;
             let channel = connection.create_channel().await.ok()?;
             interaction_bus::delete_topology(&channel, &topology)
                 .await

@@ -38,7 +38,9 @@ impl TestPostgres {
         std::fs::copy(&server.key_file, root.join("server.key")).expect("copy the key");
         let as_root = is_root();
         if as_root {
-            run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&root));
+            run(Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&root));
         }
         let this = Self {
             root,
@@ -83,7 +85,10 @@ impl TestPostgres {
         );
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the test PostgreSQL never listened");
+            assert!(
+                Instant::now() < deadline,
+                "the test PostgreSQL never listened"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Some(this)

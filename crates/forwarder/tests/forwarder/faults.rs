@@ -118,6 +118,7 @@ async fn refused_events_are_parked_and_recorded_while_the_rest_arrive_and_redriv
     harness.mock.set_faults(Faults::default()).await;
     let report = forwarder::redrive::redrive(
         &harness.config.connections.amqp_url,
+        None,
         &harness.topology,
         &harness.publisher,
         &forwarder::redrive::RedriveFilter {
@@ -165,6 +166,7 @@ async fn redrive_filters_and_dry_runs_leave_other_messages_parked() {
     let redrive = async |filter| {
         forwarder::redrive::redrive(
             &harness.config.connections.amqp_url,
+            None,
             &harness.topology,
             &harness.publisher,
             &filter,

@@ -78,7 +78,7 @@ impl Harness {
         let mut config = Cli::try_parse_from(["forwarder", "--database-url", &db.url])
             .unwrap()
             .config;
-        config.connections.amqp_url = amqp_url();
+        config.connections.amqp_url = amqp_url().into();
         config.connections.amqp_prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
         config.ncanto_api_url = mock.url();
         config.ncanto_api_key = String::new().into();
@@ -159,7 +159,9 @@ impl Harness {
 
     /// Messages waiting in a queue.
     pub(crate) async fn queue_length(&self, queue: &str) -> u32 {
-        let connection = interaction_bus::connect(&amqp_url()).await.unwrap();
+        let connection = interaction_bus::connect(&amqp_url().into(), None)
+            .await
+            .unwrap();
         let channel = connection.create_channel().await.unwrap();
         let count = channel
             .queue_declare(
@@ -180,7 +182,9 @@ impl Harness {
     /// The `x-last-error` of the message waiting in `queue`, if one is: the message is
     /// taken and handed back (requeued), so it stays where it was.
     pub(crate) async fn peek_last_error(&self, queue: &str) -> Option<String> {
-        let connection = interaction_bus::connect(&amqp_url()).await.unwrap();
+        let connection = interaction_bus::connect(&amqp_url().into(), None)
+            .await
+            .unwrap();
         let channel = connection.create_channel().await.unwrap();
         let message = channel
             .basic_get(queue.into(), BasicGetOptions { no_ack: false })
@@ -213,7 +217,9 @@ impl Harness {
 
     /// Takes every message off the parked queue: envelopes (or raw bytes) with their reason.
     pub(crate) async fn take_parked(&self) -> Vec<(Vec<u8>, String)> {
-        let connection = interaction_bus::connect(&amqp_url()).await.unwrap();
+        let connection = interaction_bus::connect(&amqp_url().into(), None)
+            .await
+            .unwrap();
         let channel = connection.create_channel().await.unwrap();
         let mut parked = Vec::new();
         while let Some(message) = channel

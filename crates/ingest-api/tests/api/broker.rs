@@ -44,7 +44,7 @@ async fn a_published_envelope_decodes_to_the_stored_events() {
 async fn with_the_broker_away_events_are_still_accepted_and_the_relay_publishes_them_later() {
     let proxy = Proxy::start_down("127.0.0.1:5672").await;
     let app = TestApp::spawn_with(|c| {
-        c.connections.amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port);
+        c.connections.amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port).into();
     })
     .await;
 
@@ -73,7 +73,7 @@ async fn with_the_broker_away_events_are_still_accepted_and_the_relay_publishes_
 async fn a_broker_outage_mid_run_loses_nothing() {
     let proxy = Proxy::start("127.0.0.1:5672").await;
     let app = TestApp::spawn_with(|c| {
-        c.connections.amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port);
+        c.connections.amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port).into();
     })
     .await;
     app.wait_for_broker().await;

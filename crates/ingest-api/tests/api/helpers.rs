@@ -27,7 +27,7 @@ pub(crate) fn test_config(database_url: &str) -> Config {
     ])
     .unwrap()
     .config;
-    config.connections.amqp_url = amqp_url();
+    config.connections.amqp_url = amqp_url().into();
     config.connections.amqp_prefix = prefix;
     config.ingest_addr = "127.0.0.1:0".parse().unwrap();
     config.http_workers = 2;
@@ -154,7 +154,9 @@ impl TestApp {
 
     /// Every envelope in the forward queue, taken off it.
     pub(crate) async fn take_forwarded(&self) -> Vec<Envelope> {
-        let connection = interaction_bus::connect(&amqp_url()).await.unwrap();
+        let connection = interaction_bus::connect(&amqp_url().into(), None)
+            .await
+            .unwrap();
         let channel = connection.create_channel().await.unwrap();
         let mut envelopes = Vec::new();
         while let Some(message) = channel

@@ -90,7 +90,9 @@ impl Drop for TestTopology {
                 .build()
                 .map_err(|e| e.to_string())?;
             runtime.block_on(async {
-                let connection = connect(&amqp_url()).await.map_err(|e| e.to_string())?;
+                let connection = connect(&amqp_url().into(), None)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let channel = connection
                     .create_channel()
                     .await
@@ -112,7 +114,7 @@ impl Drop for TestTopology {
 
 /// A connection and channel of our own, to inspect and manipulate the broker.
 pub(crate) async fn open_channel() -> (Connection, Channel) {
-    let connection = connect(&amqp_url()).await.unwrap();
+    let connection = connect(&amqp_url().into(), None).await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     (connection, channel)
 }

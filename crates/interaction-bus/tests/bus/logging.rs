@@ -41,7 +41,7 @@ async fn connection_failures_are_logged_at_warn_with_the_address_but_not_the_pas
     // Nothing listens on port 1: every attempt fails.
     let url = format!("amqp://guest:{password}@127.0.0.1:1/%2f");
     let publisher = Publisher::start(BusConfig {
-        url,
+        url: url.into(),
         ..test.config()
     });
 

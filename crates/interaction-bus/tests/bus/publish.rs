@@ -94,7 +94,7 @@ async fn a_publish_with_no_queue_bound_is_reported_as_returned_and_the_binding_c
 async fn publish_while_the_broker_is_unreachable_fails_at_once_with_not_connected() {
     let test = TestTopology::new();
     let publisher = Publisher::start(BusConfig {
-        url: url_via("127.0.0.1:1"),
+        url: url_via("127.0.0.1:1").into(),
         ..test.config()
     });
 

@@ -29,7 +29,7 @@ async fn the_publisher_reconnects_by_itself_after_its_connection_is_cut() {
     let test = TestTopology::new();
     let proxy = Proxy::start().await;
     let publisher = Publisher::start(BusConfig {
-        url: proxy.url(),
+        url: proxy.url().into(),
         ..test.config()
     });
     assert!(publisher.wait_connected(CONNECT).await);
@@ -72,7 +72,7 @@ async fn a_publisher_started_while_the_broker_is_away_connects_when_it_comes_bac
     let proxy = Proxy::start().await;
     proxy.set_refusing(true);
     let publisher = Publisher::start(BusConfig {
-        url: proxy.url(),
+        url: proxy.url().into(),
         ..test.config()
     });
 
@@ -94,7 +94,7 @@ async fn a_broker_that_stops_answering_makes_publish_time_out_not_hang() {
     let test = TestTopology::new();
     let proxy = Proxy::start().await;
     let publisher = Publisher::start(BusConfig {
-        url: proxy.url(),
+        url: proxy.url().into(),
         confirm_timeout: Duration::from_millis(500),
         ..test.config()
     });
