@@ -71,6 +71,8 @@ pub(crate) struct Layout {
     /// A password in `DATABASE_URL` (the local server trusts loopback and ignores it), so a
     /// test can check that it never shows up in the services' output.
     pub(crate) database_password: Option<String>,
+    /// Query parameters added to `DATABASE_URL` (e.g. `sslmode=require`).
+    pub(crate) database_parameters: Option<&'static str>,
 }
 
 impl Default for Layout {
@@ -82,6 +84,7 @@ impl Default for Layout {
             proxy_broker: false,
             capture_output: false,
             database_password: None,
+            database_parameters: None,
         }
     }
 }
@@ -105,7 +108,7 @@ pub(crate) struct Pipeline {
     capture_output: bool,
     workdir: PathBuf,
     topology: Topology,
-    _db: TestDatabase,
+    db: TestDatabase,
 }
 
 impl Pipeline {
@@ -142,6 +145,10 @@ impl Pipeline {
         };
         let database_url = match &layout.database_password {
             Some(password) => with_password(&database_url, password),
+            None => database_url,
+        };
+        let database_url = match layout.database_parameters {
+            Some(parameters) => format!("{database_url}?{parameters}"),
             None => database_url,
         };
         let amqp = match &broker_proxy {
@@ -227,7 +234,7 @@ impl Pipeline {
             capture_output: layout.capture_output,
             workdir,
             topology: Topology::new(prefix),
-            _db: db,
+            db,
         };
         let services: Vec<Service> = std::iter::once(Service::Mock)
             .chain((0..layout.ingest).map(Service::Ingest))
@@ -317,7 +324,12 @@ impl Pipeline {
             .unwrap()
     }
 
-    /// The environment a service runs with.
+    /// The sessions the services hold on the test's database (how many, how many encrypted).
+    pub(crate) async fn database_sessions(&self) -> interaction_store::testing::Sessions {
+        self.db.sessions().await
+    }
+
+    /// The environment a service was started with.
     pub(crate) fn env(&self, service: Service) -> &[(String, String)] {
         &self.envs[&service]
     }

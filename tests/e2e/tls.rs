@@ -1,5 +1,6 @@
-//! The pipeline over `amqps://`: ingest-api and forwarder against a TLS RabbitMQ node of the
-//! test's own (a private CA, a user with a password), and a check of everything they print —
+//! The pipeline over `amqps://` and PostgreSQL with `sslmode=require`: ingest-api and forwarder
+//! against a TLS RabbitMQ node of the test's own (a private CA, a user with a password) and the
+//! machine's PostgreSQL over TLS (checked in `pg_stat_ssl`), and a check of everything they print —
 //! at debug level, on the happy path and on connection errors — for secrets (DESIGN.md
 //! invariant 6).
 
@@ -53,6 +54,8 @@ async fn tls_events_reach_ncanto_over_amqps_and_no_secret_is_ever_printed() {
         Layout {
             capture_output: true,
             database_password: Some(database_password.clone()),
+            // The machine's PostgreSQL has TLS on (Debian's self-signed certificate).
+            database_parameters: Some("sslmode=require"),
             ..Layout::default()
         },
         &[
@@ -72,6 +75,12 @@ async fn tls_events_reach_ncanto_over_amqps_and_no_secret_is_ever_printed() {
     let connections = rabbit.ctl(&["list_connections", "user"]).unwrap();
     let ours = connections.lines().filter(|l| l.trim() == "il-e2e").count();
     assert!(ours >= 3, "connections on the TLS node:\n{connections}");
+
+    // Every session ingest-api and forwarder hold on their database is encrypted, as the
+    // server sees it.
+    let sessions = pipeline.database_sessions().await;
+    assert!(sessions.total >= 2, "both services are connected: {sessions:?}");
+    assert_eq!(sessions.encrypted, sessions.total, "{sessions:?}");
 
     // Error paths, with the same settings otherwise.
     let ingest_env = pipeline.env(Service::Ingest(0)).to_vec();

@@ -47,6 +47,44 @@ impl TestDatabase {
     }
 }
 
+/// Sessions connected to a test database, as the server sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sessions {
+    /// Client backends connected to the database.
+    pub total: i64,
+    /// Those whose connection is encrypted (`pg_stat_ssl.ssl`).
+    pub encrypted: i64,
+}
+
+impl TestDatabase {
+    /// How many sessions the services hold on this database, and how many are encrypted.
+    pub async fn sessions(&self) -> Sessions {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            total: i64,
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            encrypted: i64,
+        }
+        let mut conn = AsyncPgConnection::establish(&admin_url())
+            .await
+            .expect("connect to the test PostgreSQL server");
+        let row: Row = diesel::sql_query(
+            "SELECT count(*) AS total, count(*) FILTER (WHERE s.ssl) AS encrypted
+             FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+             WHERE a.datname = $1 AND a.backend_type = 'client backend'",
+        )
+        .bind::<diesel::sql_types::Text, _>(&self.name)
+        .get_result(&mut conn)
+        .await
+        .expect("read pg_stat_ssl");
+        Sessions {
+            total: row.total,
+            encrypted: row.encrypted,
+        }
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let name = self.name.clone();
