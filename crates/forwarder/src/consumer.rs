@@ -24,8 +24,9 @@ use interaction_bus::lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
 };
 use interaction_bus::lapin::types::{AMQPValue, FieldTable, LongString};
-use interaction_bus::{Envelope, Publisher, Topology, backoff_delay, declare_topology, jitter};
+use interaction_bus::{Envelope, Publisher, Topology, declare_topology};
 use interaction_core::Event;
+use interaction_runtime::reconnect_delay;
 use interaction_store::{Failure, Store};
 use secrecy::SecretString;
 use tokio::sync::watch;
@@ -87,11 +88,11 @@ pub async fn consume(context: Arc<Context>, mut stop: watch::Receiver<bool>) {
             Ok(()) => return,
             Err(error) => {
                 failures += 1;
-                let delay = jitter(backoff_delay(
+                let delay = reconnect_delay(
                     failures,
                     Duration::from_millis(250),
                     Duration::from_secs(15),
-                ));
+                );
                 log::warn!("consumer: {error}; reconnecting in {delay:?}");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}

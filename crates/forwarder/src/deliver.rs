@@ -10,6 +10,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use interaction_core::{Event, Interaction};
+use interaction_runtime::random_fraction;
 
 use crate::ncanto::NcantoClient;
 use crate::retry::{NextStep, RetryPolicy, SendError, next_step, retry_queue_for};
@@ -223,11 +224,4 @@ fn split(range: Range<usize>) -> Vec<Range<usize>> {
     }
     let middle = range.start + range.len() / 2;
     vec![middle..range.end, range.start..middle]
-}
-
-/// A random number in `[0, 1)` for jitter.
-fn random_fraction() -> f64 {
-    let delay = interaction_bus::jitter(Duration::from_secs(2));
-    // jitter maps [0, 1) onto [1 s, 2 s).
-    (delay.as_secs_f64() - 1.0).clamp(0.0, 1.0)
 }

@@ -7,11 +7,14 @@
 //! later: a long wait never holds a consumer or its prefetch slot. After `max_attempts` trips
 //! through the retry queues, the events are parked for an operator.
 //!
-//! The delays are computed here rather than with the `backoff` crate DESIGN.md names: that
-//! crate is unmaintained (RUSTSEC-2025-0012, and it pulls in the unmaintained `instant`), and
-//! the whole policy is three small functions that are easier to test as tables.
+//! The arithmetic of the in-process delays (exponential, jitter, `Retry-After`) is the shared
+//! [`interaction_runtime`] backoff; this module decides what to do with it. Choosing a retry
+//! queue stays a function of its own: it picks a queue by attempt number and `Retry-After`, a
+//! deterministic choice among fixed delays, not a sleep.
 
 use std::time::Duration;
+
+use interaction_runtime::{equal_jitter, exponential_delay, honor_retry_after};
 
 /// Whether a Ncanto HTTP status is worth retrying: timeouts (408), rate limiting (429) and
 /// server errors (5xx). Any other 4xx means the request itself is wrong and will stay wrong.
@@ -65,15 +68,8 @@ pub fn retry_delay(
     max: Duration,
     jitter_fraction: f64,
 ) -> Duration {
-    let factor = 1u32
-        .checked_shl(retry.saturating_sub(1))
-        .unwrap_or(u32::MAX);
-    let exponential = base.saturating_mul(factor).min(max);
-    let jittered = exponential.mul_f64(0.5 + jitter_fraction.clamp(0.0, 1.0) / 2.0);
-    match retry_after {
-        Some(wait) => jittered.max(wait),
-        None => jittered,
-    }
+    let backoff = exponential_delay(retry, base, max);
+    honor_retry_after(equal_jitter(backoff, jitter_fraction), retry_after)
 }
 
 /// Which retry queue (index into `delays`) the `attempt`-th trip (1-based) uses: the schedule

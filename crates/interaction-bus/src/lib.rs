@@ -40,7 +40,7 @@ pub use connect::{
 };
 pub use envelope::{ENVELOPE_VERSION, Envelope};
 pub use error::{BusError, EnvelopeError, PublishError};
-pub use publisher::{APP_ID, BusConfig, Publisher, backoff_delay, jitter};
+pub use publisher::{APP_ID, BusConfig, Publisher};
 pub use topology::{
     DELIVERY_LIMIT, FORWARD_ROUTING_KEY, PARKED_ROUTING_KEY, RETRY_DELAYS, Route, Topology,
     declare_topology, delete_topology,

@@ -41,6 +41,7 @@ use crate::{
     topology::{Route, Topology, declare_topology},
 };
 use futures_util::{Stream, StreamExt};
+use interaction_runtime::reconnect_delay;
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection,
     options::{BasicPublishOptions, ConfirmSelectOptions},
@@ -50,7 +51,6 @@ use secrecy::{ExposeSecret, SecretString};
 use std::{
     collections::HashMap,
     fmt,
-    hash::BuildHasher,
     path::PathBuf,
     pin::Pin,
     sync::{
@@ -140,25 +140,6 @@ impl fmt::Debug for BusConfig {
             .field("reconnect_max", &self.reconnect_max)
             .finish()
     }
-}
-
-/// The delay before reconnect attempt `failures + 1`: `min` after a first failure (or a
-/// lost connection), doubling per further failure, never above `max`.
-pub fn backoff_delay(failures: u32, min: Duration, max: Duration) -> Duration {
-    let factor = 1u32
-        .checked_shl(failures.saturating_sub(1))
-        .unwrap_or(u32::MAX);
-    min.saturating_mul(factor).min(max)
-}
-
-/// `delay` scaled by a random factor in `[0.5, 1.0)`, so that replicas that lost the broker
-/// together do not all come back in the same millisecond.
-pub fn jitter(delay: Duration) -> Duration {
-    // std's hasher keys are random per instance: good enough noise, no extra dependency.
-    let noise = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
-    // 53 random bits: exactly representable as an f64 in [0, 1).
-    let fraction = (noise >> 11) as f64 / (1u64 << 53) as f64;
-    delay.mul_f64(0.5 + fraction / 2.0)
 }
 
 /// A confirmed publisher with its own reconnect loop. Cheap to clone (all clones share one
@@ -634,11 +615,11 @@ async fn supervise(shared: Arc<Shared>) {
             }
         }
         let config = &shared.config;
-        let delay = jitter(backoff_delay(
-            failures.max(1),
+        let delay = reconnect_delay(
+            failures,
             config.reconnect_min.max(MIN_RECONNECT_DELAY),
             config.reconnect_max.max(MIN_RECONNECT_DELAY),
-        ));
+        );
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = stopped(&mut shutdown) => break,
@@ -783,44 +764,6 @@ async fn close_connection(shared: &Shared, live: &Live) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_from_min_and_stops_at_max() {
-        let min = Duration::from_millis(250);
-        let max = Duration::from_secs(30);
-        let cases = [
-            (0, 250),
-            (1, 250),
-            (2, 500),
-            (3, 1_000),
-            (4, 2_000),
-            (8, 30_000),
-            (40, 30_000),
-            (u32::MAX, 30_000),
-        ];
-        for (failures, want_ms) in cases {
-            assert_eq!(
-                backoff_delay(failures, min, max),
-                Duration::from_millis(want_ms),
-                "{failures}"
-            );
-        }
-    }
-
-    #[test]
-    fn backoff_never_exceeds_a_max_below_min() {
-        let d = backoff_delay(1, Duration::from_secs(10), Duration::from_secs(1));
-        assert_eq!(d, Duration::from_secs(1));
-    }
-
-    #[test]
-    fn jitter_stays_between_half_and_all_of_the_delay() {
-        let delay = Duration::from_secs(8);
-        for _ in 0..1_000 {
-            let d = jitter(delay);
-            assert!(d >= delay / 2 && d < delay, "{d:?}");
-        }
-    }
 
     #[test]
     fn debug_of_the_config_hides_the_password() {
