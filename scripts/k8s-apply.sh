@@ -4,13 +4,13 @@
 #   1. the namespace, configuration, Secrets, Services, policies and (dev) the database and
 #      broker — everything but the two Deployments, their autoscalers and the Jobs;
 #   2. waits for the database and the broker when the overlay runs them (dev StatefulSets,
-#      prod RabbitmqCluster);
+#      prod: the broker's cert-manager certificates, then the RabbitmqCluster);
 #   3. runs the migration Job (the previous run deleted first: a Job cannot be changed) and
 #      waits for it to complete; stops here, with its log, when it fails;
 #   4. applies everything (the Deployments roll out with MIGRATE_ON_START=false) and waits for
 #      the rollouts.
 # Needs the cluster add-ons the overlay uses: KEDA (ScaledObject), and for prod the RabbitMQ
-# Cluster Operator and the Prometheus Operator; prod needs the Secret made first
+# Cluster Operator, cert-manager and the Prometheus Operator; prod needs the Secret made first
 # (k8s/base/secret.example.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +41,9 @@ log "2/4 waiting for the database and the broker"
 for sts in $(kubectl -n "$ns" get statefulset -o name -l 'app.kubernetes.io/component in (database,broker)'); do
   kubectl -n "$ns" rollout status "$sts" --timeout="${wait_seconds}s"
 done
+if grep -q '^kind: Certificate' "$rendered"; then
+  kubectl -n "$ns" wait --for=condition=Ready certificate -l app.kubernetes.io/component=tls --timeout="${wait_seconds}s"
+fi
 if grep -q '^kind: RabbitmqCluster' "$rendered"; then
   kubectl -n "$ns" wait --for=condition=AllReplicasReady rabbitmqcluster/rabbitmq --timeout="${wait_seconds}s"
 fi

@@ -7,14 +7,20 @@ Run by `make k8s-validate` (scripts/validate-deploy.sh k8s), which installs the 
    components/forwarder-hpa (KEDA's ScaledObject replaced by an HPA).
 2. Checks every built-in object against the Kubernetes OpenAPI schemas bundled with
    kubernetes-validate (strict: unknown fields are errors), for K8S_VERSION (default 1.30).
-   Custom resources (KEDA, RabbitMQ Cluster Operator, Prometheus Operator) have no bundled
-   schema: the fields this project relies on are checked here instead.
+   Custom resources (KEDA, RabbitMQ Cluster Operator, Prometheus Operator, cert-manager) have
+   no bundled schema: the fields this project relies on are checked here instead.
 3. Checks what a schema cannot see: references between objects (ConfigMaps, Secrets and their
    keys, Services to pods and ports, Ingress to Services, autoscalers and PDBs to workloads),
    the project's rules (non-root, read-only root filesystem, probes on /livez and /readyz,
    grace period >= preStop + SHUTDOWN_TIMEOUT + margin, MIGRATE_ON_START=false, the queue KEDA
    watches is AMQP_PREFIX.forward), that every variable given to a binary is one it reads
    (.env.example), and that k8s/base/rating-map.toml is config/rating-map.example.toml.
+   TLS wiring: every CA or key file a connection names (sslrootcert/sslcert/sslkey of
+   DATABASE_URL, AMQP_CA_FILE, NCANTO_CA_FILE) is in a volume the container mounts; in prod
+   every container with DATABASE_URL or AMQP_URL mounts the volume tls-ca; a TLS-only broker is
+   reached over amqps on a name its Certificate holds; NetworkPolicies let each pod reach the
+   ports of its URLs and the broker accept its AMQP port; KEDA gets the CA for amqps; the
+   Secret template uses sslmode=verify-full and amqps.
 4. Monitoring: deploy/monitoring/alerts.yml and grafana-dashboard.json parse, have the fields
    Prometheus and Grafana need, name only metrics (and labels) the binaries export, and the
    PrometheusRule of components/monitoring holds the same rules as alerts.yml.
@@ -29,7 +35,9 @@ import re
 import subprocess
 import sys
 import tempfile
+from base64 import b64decode
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
@@ -47,7 +55,33 @@ SECRET = "interaction-logger-secrets"
 OUR_IMAGES = ("interaction-logger/", "/interaction-logger/")
 SERVING = {"ingest-api": "http", "forwarder": "admin"}  # our Deployments and their probe port
 MARGIN_SECONDS = 5
-CUSTOM_GROUPS = ("keda.sh/", "rabbitmq.com/", "monitoring.coreos.com/")
+CUSTOM_GROUPS = ("keda.sh/", "rabbitmq.com/", "monitoring.coreos.com/", "cert-manager.io/")
+POSTGRES_CA_FILE = K8S / "overlays" / "prod" / "postgres-ca.pem"
+
+# TLS: the volume of CA files every prod container that connects mounts (overlays/prod,
+# tls-ca-volumes.yaml), and what cert-manager puts in a Certificate's Secret.
+TLS_VOLUME = "tls-ca"
+CERTIFICATE_SECRET_KEYS = {"tls.crt", "tls.key", "ca.crt"}
+DEFAULT_PORTS = {"postgres": 5432, "postgresql": 5432, "amqp": 5672, "amqps": 5671}
+# cert-manager.io/v1 Certificate fields (https://cert-manager.io/docs/reference/api-docs/): the
+# API server would only drop a misspelt one, with a warning; this check fails on it offline.
+CERTIFICATE_FIELDS = {
+    "secretName", "dnsNames", "ipAddresses", "uris", "emailAddresses", "otherNames", "commonName",
+    "literalSubject", "subject", "isCA", "duration", "renewBefore", "renewBeforePercentage",
+    "issuerRef", "privateKey", "usages", "secretTemplate", "keystores", "revisionHistoryLimit",
+    "additionalOutputFormats", "encodeUsagesInRequest", "nameConstraints",
+}
+PRIVATE_KEY_FIELDS = {"algorithm", "size", "encoding", "rotationPolicy"}
+KEY_USAGES = {
+    "signing", "digital signature", "content commitment", "key encipherment", "key agreement",
+    "data encipherment", "cert sign", "crl sign", "encipher only", "decipher only", "any",
+    "server auth", "client auth", "code signing", "email protection", "s/mime",
+    "ipsec end system", "ipsec tunnel", "ipsec user", "timestamping", "ocsp signing",
+    "microsoft sgc", "netscape sgc",
+}
+ISSUER_TYPES = {"selfSigned", "ca", "acme", "vault", "venafi"}
+# RabbitmqCluster spec.tls (rabbitmq.com/v1beta1 TLSSpec).
+RABBITMQ_TLS_FIELDS = {"secretName", "caSecretName", "disableNonTLSListeners"}
 
 failures: list[str] = []
 passed = 0
@@ -134,12 +168,64 @@ def check_custom(obj: dict, index: dict, where: str) -> None:
             auth = trigger.get("authenticationRef", {}).get("name")
             expect(("TriggerAuthentication", auth) in index, f"{label}: unknown TriggerAuthentication {auth}")
     elif kind == "TriggerAuthentication":
+        params = {}
         for ref in spec.get("secretTargetRef", []):
             check_secret_key(index, ref.get("name"), ref.get("key"), label)
+            params[ref.get("parameter")] = secret_value(index, ref.get("name"), ref.get("key"))
+        host = params.get("host")
+        if host and urlsplit(host).scheme == "amqps":
+            # KEDA's rabbitmq scaler: amqps needs `tls: enable`, and `ca` for a private CA.
+            expect(params.get("tls") == "enable", f"{label}: the host is amqps, but no parameter tls=enable")
+            expect("ca" in params, f"{label}: the host is amqps, but no parameter ca (the broker's CA)")
     elif kind == "RabbitmqCluster":
         expect(isinstance(spec.get("replicas"), int) and spec["replicas"] % 2 == 1,
                f"{label}: an odd number of replicas (quorum, pause_minority)")
         expect("persistence" in spec, f"{label}: no persistence")
+        tls = spec.get("tls")
+        if tls is not None:
+            unknown = sorted(set(tls) - RABBITMQ_TLS_FIELDS)
+            expect(not unknown, f"{label}: spec.tls has unknown fields {unknown}")
+            expect(isinstance(tls.get("disableNonTLSListeners", False), bool),
+                   f"{label}: spec.tls.disableNonTLSListeners must be a boolean")
+            secret = tls.get("secretName")
+            if expect(isinstance(secret, str) and secret, f"{label}: spec.tls without secretName"):
+                expect(secret in certificate_secrets(index),
+                       f"{label}: spec.tls.secretName {secret} is issued by no Certificate")
+    elif kind == "Certificate":
+        unknown = sorted(set(spec) - CERTIFICATE_FIELDS)
+        expect(not unknown, f"{label}: unknown fields {unknown}")
+        expect(isinstance(spec.get("secretName"), str) and spec["secretName"], f"{label}: no spec.secretName")
+        names = spec.get("dnsNames")
+        if spec.get("isCA") is True:
+            expect(spec.get("commonName") or names, f"{label}: a CA certificate needs a commonName")
+        else:
+            expect(isinstance(names, list) and names and all(isinstance(n, str) and n for n in names),
+                   f"{label}: spec.dnsNames must list the names clients connect to")
+        ref = spec.get("issuerRef", {})
+        ref_kind, group = ref.get("kind", "Issuer"), ref.get("group", "cert-manager.io")
+        if expect(bool(ref.get("name")), f"{label}: no spec.issuerRef.name") and group == "cert-manager.io":
+            if expect(ref_kind in ("Issuer", "ClusterIssuer"), f"{label}: issuerRef.kind {ref_kind}"):
+                # A ClusterIssuer lives outside the namespace (and this repository).
+                expect(ref_kind == "ClusterIssuer" or ("Issuer", ref["name"]) in index,
+                       f"{label}: unknown Issuer {ref['name']}")
+        key = spec.get("privateKey", {})
+        expect(set(key) <= PRIVATE_KEY_FIELDS,
+               f"{label}: privateKey has unknown fields {sorted(set(key) - PRIVATE_KEY_FIELDS)}")
+        expect(key.get("algorithm", "RSA") in ("RSA", "ECDSA", "Ed25519"), f"{label}: privateKey.algorithm")
+        expect(set(spec.get("usages", [])) <= KEY_USAGES,
+               f"{label}: unknown usages {sorted(set(spec.get('usages', [])) - KEY_USAGES)}")
+        lifetimes = [go_duration(spec.get(k, "1h")) for k in ("duration", "renewBefore")]
+        if expect(all(t > 0 for t in lifetimes), f"{label}: duration/renewBefore are not Go durations"):
+            expect("renewBefore" not in spec or lifetimes[1] < lifetimes[0],
+                   f"{label}: renewBefore must be shorter than duration")
+    elif kind in ("Issuer", "ClusterIssuer"):
+        types = set(spec) & ISSUER_TYPES
+        expect(len(types) == 1 and set(spec) == types, f"{label}: needs exactly one of {sorted(ISSUER_TYPES)}")
+        if "ca" in spec:
+            secret = spec["ca"].get("secretName")
+            ca = certificate_secrets(index).get(secret)
+            expect(ca is not None and ca["spec"].get("isCA") is True,
+                   f"{label}: spec.ca.secretName {secret} is not the Secret of a CA Certificate (isCA)")
     elif kind == "ServiceMonitor":
         selector = spec.get("selector", {}).get("matchLabels", {})
         services = [o for (k, _), o in index.items() if k == "Service"
@@ -178,15 +264,52 @@ def config_value(index: dict, key: str):
     return None
 
 
-def check_secret_key(index: dict, name: str, key: str, label: str) -> None:
+def certificate_secrets(index: dict) -> dict:
+    """The Secrets cert-manager makes: secretName -> its Certificate."""
+    return {o["spec"].get("secretName"): o for (k, _), o in index.items() if k == "Certificate"}
+
+
+def secret_keys(index: dict, name: str):
+    """The keys of a Secret: rendered, issued by a Certificate, or the template's; None: unknown."""
     secret = index.get(("Secret", name))
     if secret is not None:
-        keys = set(secret.get("data", {})) | set(secret.get("stringData", {}))
-        expect(key in keys, f"{label}: Secret {name} has no key {key}")
-    elif name == SECRET:  # made outside kustomize (prod): its keys are the template's
-        expect(key in template_secret_keys(), f"{label}: {SECRET} (secret.example.yaml) has no key {key}")
-    else:
+        return set(secret.get("data", {})) | set(secret.get("stringData", {}))
+    if name in certificate_secrets(index):
+        return CERTIFICATE_SECRET_KEYS
+    if name == SECRET:  # made outside kustomize (prod): its keys are the template's
+        return template_secret_keys()
+    return None
+
+
+def secret_value(index: dict, name: str, key: str):
+    """A Secret's value when this repository holds it (dev literals, the prod template)."""
+    secret = index.get(("Secret", name))
+    if secret is not None:
+        if key in secret.get("stringData", {}):
+            return secret["stringData"][key]
+        if key in secret.get("data", {}):
+            return b64decode(secret["data"][key]).decode()
+        return None
+    if name == SECRET:
+        return yaml.safe_load(SECRET_TEMPLATE.read_text()).get("stringData", {}).get(key)
+    return None
+
+
+def check_secret_key(index: dict, name: str, key: str, label: str) -> None:
+    keys = secret_keys(index, name)
+    if keys is None:
         fail(f"{label}: unknown Secret {name}")
+    else:
+        where = " (secret.example.yaml)" if name == SECRET and ("Secret", name) not in index else ""
+        expect(key in keys, f"{label}: Secret {name}{where} has no key {key}")
+
+
+def go_duration(text) -> float:
+    """Seconds of a Go duration (cert-manager's duration, renewBefore); -1 when malformed."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s)", str(text))
+    if not parts or "".join(n + u for n, u in parts) != str(text):
+        return -1
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[u] for n, u in parts)
 
 
 def pod_spec(obj: dict):
@@ -206,14 +329,221 @@ def seconds(duration: str) -> int:
     return {"ms": n // 1000, "s": n, "m": n * 60, "h": n * 3600}[unit]
 
 
+# --- TLS wiring ----------------------------------------------------------------------------------
+
+
+def env_values(container: dict, index: dict) -> dict:
+    """The container's variables; the value, or None where this repository does not hold it."""
+    values = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            values.update(index.get(("ConfigMap", source["configMapRef"]["name"]), {}).get("data", {}))
+    for var in container.get("env", []):
+        ref = var.get("valueFrom", {})
+        if "secretKeyRef" in ref:
+            values[var["name"]] = secret_value(index, ref["secretKeyRef"]["name"], ref["secretKeyRef"]["key"])
+        elif "configMapKeyRef" in ref:
+            cm = index.get(("ConfigMap", ref["configMapKeyRef"]["name"]), {})
+            values[var["name"]] = cm.get("data", {}).get(ref["configMapKeyRef"]["key"])
+        else:
+            values[var["name"]] = var.get("value")
+    return values
+
+
+def source_files(source: dict, kind: str, index: dict):
+    """Files a configMap or secret volume (or projected source) holds; None: unknown object."""
+    if kind == "configMap":
+        cm = index.get(("ConfigMap", source.get("name")))
+        keys = set(cm.get("data", {})) | set(cm.get("binaryData", {})) if cm else None
+    else:
+        keys = secret_keys(index, source.get("secretName", source.get("name")))
+    if keys is None:
+        return None
+    items = source.get("items")
+    if items is None:
+        return keys
+    return {i["path"] for i in items if i["key"] in keys}
+
+
+def volume_files(volume: dict, index: dict) -> set:
+    if "configMap" in volume:
+        return source_files(volume["configMap"], "configMap", index) or set()
+    if "secret" in volume:
+        return source_files(volume["secret"], "secret", index) or set()
+    if "projected" in volume:
+        files = set()
+        for source in volume["projected"].get("sources", []):
+            for kind in ("configMap", "secret"):
+                if kind in source:
+                    files |= source_files(source[kind], kind, index) or set()
+        return files
+    return set()  # emptyDir and the like start empty
+
+
+def mounted_file(path: str, container: dict, volumes: dict, index: dict) -> bool:
+    """Whether a volume the container mounts puts a file at `path`."""
+    for mount in container.get("volumeMounts", []):
+        volume = volumes.get(mount["name"])
+        if volume is None:
+            continue
+        root = mount["mountPath"].rstrip("/")
+        if mount.get("subPath"):
+            if path == root and mount["subPath"] in volume_files(volume, index):
+                return True
+        elif path.startswith(root + "/") and path[len(root) + 1:] in volume_files(volume, index):
+            return True
+    return False
+
+
+def named_files(env: dict) -> list[tuple[str, str]]:
+    """(what, path) of every file a connection setting names, for the binaries that use it."""
+    files = []
+    url = env.get("DATABASE_URL")
+    if url:
+        query = parse_qs(urlsplit(url).query)
+        for parameter in ("sslrootcert", "sslcert", "sslkey"):
+            for value in query.get(parameter, []):
+                if value != "system":
+                    files.append((f"DATABASE_URL's {parameter}", value))
+    if "AMQP_URL" in env and env.get("AMQP_CA_FILE"):
+        files.append(("AMQP_CA_FILE", env["AMQP_CA_FILE"]))
+    if "NCANTO_API_KEY" in env and env.get("NCANTO_CA_FILE"):
+        files.append(("NCANTO_CA_FILE", env["NCANTO_CA_FILE"]))
+    return files
+
+
+def check_tls_files(container: dict, spec: dict, index: dict, clabel: str, where: str) -> None:
+    env = env_values(container, index)
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    for what, path in named_files(env):
+        expect(mounted_file(path, container, volumes, index),
+               f"{clabel}: {what} {path} is in no volume it mounts")
+    if where.startswith("overlays/prod") and {"DATABASE_URL", "AMQP_URL"} & set(env):
+        mount = next((m for m in container.get("volumeMounts", []) if m["name"] == TLS_VOLUME), None)
+        expect(mount is not None and mount.get("readOnly") is True and TLS_VOLUME in volumes,
+               f"{clabel}: connects to PostgreSQL or RabbitMQ but does not mount the volume "
+               f"{TLS_VOLUME} read-only (overlays/prod/tls-ca-volumes.yaml)")
+
+
+def url_port(url: str):
+    parts = urlsplit(url)
+    try:
+        return parts.port or DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return None
+
+
+def selector_matches(selector: dict, labels: dict) -> bool:
+    """A Kubernetes label selector; the empty one selects everything."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for e in selector.get("matchExpressions", []):
+        present, value = e["key"] in labels, labels.get(e["key"])
+        ok_ = {"In": present and value in e.get("values", []),
+               "NotIn": not present or value not in e.get("values", []),
+               "Exists": present, "DoesNotExist": not present}[e["operator"]]
+        if not ok_:
+            return False
+    return True
+
+
+def admits(rule: dict, pod_labels: dict) -> bool:
+    """Whether an ingress rule's `from` lets in a pod of this namespace with these labels."""
+    if "from" not in rule:
+        return True
+    namespace = {"kubernetes.io/metadata.name": NAMESPACE}
+    for peer in rule["from"]:
+        if "ipBlock" in peer:
+            continue
+        if selector_matches(peer.get("namespaceSelector", {}), namespace) and (
+                selector_matches(peer.get("podSelector", {}), pod_labels)):
+            return True
+    return False
+
+
+def port_allowed(rules: list, port: int) -> bool:
+    for rule in rules:
+        if "ports" not in rule:
+            return True  # every port
+        for p in rule["ports"]:
+            number = p.get("port")
+            if number is None or number == port or (
+                    isinstance(number, int) and number <= port <= p.get("endPort", 0)):
+                return True
+    return False
+
+
+def check_tls(index: dict, where: str) -> None:
+    """The broker's TLS and what reaches it, and NetworkPolicies against the connection URLs."""
+    policies = [o for (k, _), o in index.items() if k == "NetworkPolicy"]
+    urls = {}  # (workload label, variable) -> (URL, pod labels)
+    for (kind, name), obj in index.items():
+        template = pod_spec(obj)
+        if template is None:
+            continue
+        labels = template["metadata"].get("labels", {})
+        mine = [p for p in policies if "Egress" in p["spec"].get("policyTypes", [])
+                and selector_matches(p["spec"]["podSelector"], labels)]
+        for container in template["spec"]["containers"]:
+            env = env_values(container, index)
+            for variable in ("DATABASE_URL", "AMQP_URL"):
+                url = env.get(variable)
+                if not url:
+                    continue
+                urls[(f"{kind}/{name}", variable)] = (url, labels)
+                port = url_port(url)
+                if expect(port is not None, f"{where}: {kind}/{name}: {variable} has no port"):
+                    expect(not mine or port_allowed([r for p in mine for r in p["spec"].get("egress", [])], port),
+                           f"{where}: {kind}/{name}: no NetworkPolicy lets it reach port {port} ({variable})")
+    for (kind, name), broker in index.items():
+        if kind != "RabbitmqCluster":
+            continue
+        label = f"{where}: RabbitmqCluster/{name}"
+        tls = broker["spec"].get("tls", {})
+        certificate = certificate_secrets(index).get(tls.get("secretName"))
+        pods = {"app.kubernetes.io/name": name}
+        ingress = [r for p in policies if "Ingress" in p["spec"].get("policyTypes", [])
+                   and selector_matches(p["spec"]["podSelector"], pods) for r in p["spec"].get("ingress", [])]
+        for (workload, variable), (url, client) in urls.items():
+            if variable != "AMQP_URL":
+                continue
+            parts = urlsplit(url)
+            if tls.get("disableNonTLSListeners"):
+                expect(parts.scheme == "amqps" and url_port(url) == 5671,
+                       f"{label}: TLS only, but {workload} connects with {parts.scheme}:// on port {url_port(url)}")
+            if parts.scheme == "amqps" and parts.hostname and parts.hostname.split(".")[0] == name:
+                names = certificate["spec"].get("dnsNames", []) if certificate else []
+                expect(any(dns_name_covers(n, parts.hostname) for n in names),
+                       f"{label}: {workload} connects to {parts.hostname}, a name its certificate does not hold")
+            expect(port_allowed([r for r in ingress if admits(r, client)], url_port(url) or 0),
+                   f"{label}: no NetworkPolicy lets its pods accept {workload} on port {url_port(url)}")
+
+
+def dns_name_covers(pattern: str, host: str) -> bool:
+    if pattern.startswith("*."):
+        return "." in host and host.split(".", 1)[1] == pattern[2:]
+    return pattern == host
+
+
 def check_workload(obj: dict, index: dict, where: str, documented: set[str]) -> None:
     template = pod_spec(obj)
     spec = template["spec"]
     label = f"{where}: {obj['kind']}/{obj['metadata']['name']}"
     for volume in spec.get("volumes", []):
-        if "configMap" in volume:
-            cm = volume["configMap"]["name"]
-            expect(("ConfigMap", cm) in index, f"{label}: mounts unknown ConfigMap {cm}")
+        sources = volume.get("projected", {}).get("sources", [volume])
+        for source in sources:
+            if "configMap" in source:
+                cm = source["configMap"]["name"]
+                if expect(("ConfigMap", cm) in index, f"{label}: mounts unknown ConfigMap {cm}"):
+                    keys = set(index[("ConfigMap", cm)].get("data", {}))
+                    for item in source["configMap"].get("items", []):
+                        expect(item["key"] in keys, f"{label}: ConfigMap {cm} has no key {item['key']}")
+            if "secret" in source:
+                name = source["secret"].get("secretName", source["secret"].get("name"))
+                for item in source["secret"].get("items", []):
+                    check_secret_key(index, name, item["key"], label)
+                if not source["secret"].get("items"):
+                    expect(secret_keys(index, name) is not None, f"{label}: mounts unknown Secret {name}")
     for container in spec.get("containers", []):
         clabel = f"{label}/{container['name']}"
         ours = container["image"].startswith(OUR_IMAGES) or any(i in container["image"] for i in OUR_IMAGES)
@@ -237,6 +567,7 @@ def check_workload(obj: dict, index: dict, where: str, documented: set[str]) -> 
                        f"{clabel}: unknown ConfigMap key {ref['name']}/{ref['key']}")
         if not ours:
             continue
+        check_tls_files(container, spec, index, clabel, where)
         unknown = sorted(env_names - documented)
         expect(not unknown, f"{clabel}: sets {unknown}, which no binary reads (not in .env.example)")
         sc = container.get("securityContext", {})
@@ -363,6 +694,7 @@ def check_variant(where: str, objects: list[dict]) -> int:
         if pod_spec(obj) is not None:
             check_workload(obj, index, where, documented)
     check_references(objects, index, where)
+    check_tls(index, where)
     check_replay_job(objects, index, where, documented)
     return len(objects)
 
@@ -490,6 +822,15 @@ def main() -> int:
     check_schema(template, "base/secret.example.yaml")
     expect(all("CHANGE-ME" in v for v in template["stringData"].values()),
            "base/secret.example.yaml: every value must be a CHANGE-ME placeholder")
+    # TLS in prod: the server's certificate and host name checked on both links.
+    database = parse_qs(urlsplit(template["stringData"].get("DATABASE_URL", "")).query)
+    expect(database.get("sslmode") == ["verify-full"] and database.get("sslrootcert"),
+           "base/secret.example.yaml: DATABASE_URL needs sslmode=verify-full&sslrootcert=...")
+    expect(urlsplit(template["stringData"].get("AMQP_URL", "")).scheme == "amqps",
+           "base/secret.example.yaml: AMQP_URL must be amqps://")
+    ca_bundle = POSTGRES_CA_FILE.read_text()
+    expect("-----BEGIN CERTIFICATE-----" in ca_bundle or ca_bundle.startswith("PLACEHOLDER"),
+           f"{POSTGRES_CA_FILE.relative_to(REPO)}: neither a PEM certificate bundle nor the placeholder")
 
     total = 0
     for where, objects in variants().items():
@@ -500,6 +841,9 @@ def main() -> int:
 
     for message in failures:
         print(f"  FAIL  {message}")
+    if "-----BEGIN CERTIFICATE-----" not in POSTGRES_CA_FILE.read_text():
+        print(f"  NOTE  {POSTGRES_CA_FILE.relative_to(REPO)} is still the placeholder: put the PostgreSQL "
+              "provider's CA bundle there before deploying prod")
     print(f"k8s: {total} objects rendered and validated (Kubernetes {K8S_VERSION} schemas, strict); "
           f"alerts and dashboard checked")
     print(f"k8s-validate: {passed} passed, {len(failures)} failed")
