@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
-use interaction_runtime::{Connections, LogFormat, parse_duration};
+use interaction_runtime::{Connections, LogFormat, parse_duration, parse_optional_path};
 use secrecy::SecretString;
 
 /// Delivers stored interaction events from RabbitMQ to Ncanto; also re-drives parked work,
@@ -205,12 +205,6 @@ impl Config {
             )
         })
     }
-}
-
-/// Parses a file path, or `""` for none.
-pub fn parse_optional_path(text: &str) -> Result<Option<PathBuf>, String> {
-    let text = text.trim();
-    Ok((!text.is_empty()).then(|| PathBuf::from(text)))
 }
 
 #[cfg(test)]

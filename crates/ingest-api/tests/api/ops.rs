@@ -113,6 +113,48 @@ async fn with_the_database_away_ingest_answers_503_and_health_says_so() {
 }
 
 #[tokio::test]
+async fn a_database_that_stops_answering_gets_503_with_retry_after_within_the_documented_bound() {
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let app = TestApp::spawn_with(|c| {
+        c.connections.database_url = c
+            .connections
+            .database_url
+            .expose_secret()
+            .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port))
+            .into();
+        c.connections.database_timeout = Duration::from_millis(500);
+        c.connections.database_statement_timeout = Duration::from_secs(1);
+    })
+    .await;
+    assert_eq!(
+        app.post("/api/v1/log", &event("before")).await.status(),
+        202
+    );
+
+    // Connections accepted, bytes swallowed, nothing ever answered: no error to react to,
+    // only the deadlines. The bound: DATABASE_TIMEOUT + DATABASE_STATEMENT_TIMEOUT + 3 s.
+    proxy.hold();
+    let bound = Duration::from_millis(500) + Duration::from_secs(1) + Duration::from_secs(3);
+    for name in ["held-1", "held-2"] {
+        let started = std::time::Instant::now();
+        let response = app.post("/api/v1/log", &event(name)).await;
+        let took = started.elapsed();
+        assert_eq!(response.status(), 503, "{name}");
+        assert!(response.headers().contains_key("retry-after"), "{name}");
+        assert!(
+            took <= bound + Duration::from_secs(1),
+            "{name} took {took:?}"
+        );
+    }
+
+    proxy.release();
+    app.wait_until("ingest to recover", async || {
+        (app.post("/api/v1/log", &event("after")).await.status() == 202).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn an_app_whose_database_is_unreachable_from_the_start_still_serves_503s() {
     let db_url = "postgres://postgres@127.0.0.1:1/nowhere";
     let mut config = test_config(db_url);
