@@ -60,6 +60,7 @@ def main() -> int:
     parser.add_argument("--since", required=True, help="RFC 3339, e.g. 2026-11-20T00:00:00Z")
     parser.add_argument("--until", help="RFC 3339; now when omitted")
     parser.add_argument("--rate", type=int, help="most events per second")
+    parser.add_argument("--after-id", type=int, help="resume after this event row id (as an interrupted replay says)")
     parser.add_argument("--dry-run", action="store_true", help="count what would be sent, send nothing")
     parser.add_argument("--namespace", default=NAMESPACE)
     parser.add_argument("--print", action="store_true", help="print the Job, create nothing")
@@ -71,6 +72,8 @@ def main() -> int:
         replay += ["--until", args.until]
     if args.rate is not None:
         replay += ["--rate", str(args.rate)]
+    if args.after_id is not None:
+        replay += ["--after-id", str(args.after_id)]
     if args.dry_run:
         replay.append("--dry-run")
 

@@ -73,6 +73,9 @@ pub struct ReplayArgs {
     /// Most events per second (0: as fast as Ncanto takes them).
     #[arg(long, default_value_t = 0)]
     pub rate: u32,
+    /// Resume after this event row id, as an interrupted replay says (0: from the start).
+    #[arg(long, default_value_t = 0)]
+    pub after_id: i64,
 }
 
 /// `forwarder purge`.

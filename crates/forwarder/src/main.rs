@@ -63,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
                     until: args.until.unwrap_or_else(chrono::Utc::now),
                     dry_run: args.dry_run,
                     rate: args.rate,
+                    after_id: args.after_id,
                 },
             )
             .await?;

@@ -1,5 +1,7 @@
 //! `forwarder replay`: sends a tenant's stored events to Ncanto again, for when Ncanto lost
-//! data. Reads PostgreSQL page by page (by row id, so it resumes cleanly and never skips),
+//! data. Reads PostgreSQL page by page (by row id, so it resumes cleanly and never skips: an
+//! interrupted replay names the `--after-id` to resume from, the last row of the last batch
+//! Ncanto settled),
 //! sends through the same client and retry policy as the consumer, optionally rate-limited,
 //! with a progress display. Nothing in the database changes.
 
@@ -43,6 +45,9 @@ pub struct ReplayRequest {
     pub dry_run: bool,
     /// Most events per second; 0 for no limit.
     pub rate: u32,
+    /// Only events with a row id above this (0: from the start of the window): where an
+    /// interrupted replay said to resume.
+    pub after_id: i64,
 }
 
 /// Runs a replay.
@@ -53,7 +58,12 @@ pub async fn replay(
     request: &ReplayRequest,
 ) -> anyhow::Result<ReplayReport> {
     let total = store
-        .count_received(&request.tenant, request.since, request.until)
+        .count_received(
+            &request.tenant,
+            request.since,
+            request.until,
+            request.after_id,
+        )
         .await?;
     let mut report = ReplayReport {
         total: total.max(0) as u64,
@@ -64,36 +74,45 @@ pub async fn replay(
     }
     let mut progress = Progress::new("events", report.total);
     let started = Instant::now();
-    let mut after_id = 0;
+    // The last row id whose event — and every one before it — Ncanto has settled: where a
+    // replay interrupted now resumes without skipping or repeating a page.
+    let mut settled_through = request.after_id;
     loop {
         let page = store
             .received_page(
                 &request.tenant,
                 request.since,
                 request.until,
-                after_id,
+                settled_through,
                 PAGE,
             )
             .await?;
-        let Some(last) = page.last() else { break };
-        after_id = last.id;
-        let resume_from = last.received_at;
+        if page.is_empty() {
+            break;
+        }
         let events = page
             .iter()
             .map(|row| row.to_event())
             .collect::<Result<Vec<Event>, _>>()?;
-        for batch in events.chunks(client.batch_size().max(1) * 10) {
+        let per_batch = client.batch_size().max(1) * 10;
+        for (batch, rows) in events.chunks(per_batch).zip(page.chunks(per_batch)) {
             send_until_settled(client, policy, &request.tenant, batch, &mut report)
                 .await
                 .map_err(|reason| {
                     anyhow::anyhow!(
-                        "Ncanto keeps failing ({reason}); replayed {} of {} events. Resume with \
-                         --since {}",
+                        "Ncanto keeps failing ({reason}); replayed {} of {} events. Resume \
+                         with: forwarder replay --tenant {} --since {} --until {} --after-id {}",
                         report.sent,
                         report.total,
-                        resume_from.to_rfc3339()
+                        request.tenant,
+                        request.since.to_rfc3339(),
+                        request.until.to_rfc3339(),
+                        settled_through
                     )
                 })?;
+            if let Some(last) = rows.last() {
+                settled_through = last.id;
+            }
             if request.rate > 0 {
                 // Pace to the average rate: sleep until `done` events are due.
                 let due = Duration::from_secs_f64(

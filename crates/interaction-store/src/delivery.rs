@@ -159,12 +159,14 @@ impl Store {
         tenant: &str,
         since: DateTime<Utc>,
         until: DateTime<Utc>,
+        after_id: i64,
     ) -> Result<i64, StoreError> {
         self.with_connection(async |conn| {
             Ok(events::table
                 .filter(events::tenant.eq(tenant))
                 .filter(events::received_at.ge(since))
                 .filter(events::received_at.lt(until))
+                .filter(events::id.gt(after_id))
                 .count()
                 .get_result(conn)
                 .await?)

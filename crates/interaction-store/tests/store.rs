@@ -385,10 +385,16 @@ async fn received_events_page_by_tenant_and_time() {
         .unwrap();
     let after = chrono::Utc::now() + chrono::TimeDelta::seconds(1);
     assert_eq!(
-        store.count_received("mine", before, after).await.unwrap(),
+        store
+            .count_received("mine", before, after, 0)
+            .await
+            .unwrap(),
         5
     );
-    assert_eq!(store.count_received("mine", after, after).await.unwrap(), 0);
+    assert_eq!(
+        store.count_received("mine", after, after, 0).await.unwrap(),
+        0
+    );
     let first = store
         .received_page("mine", before, after, 0, 3)
         .await

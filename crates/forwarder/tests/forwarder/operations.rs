@@ -83,6 +83,7 @@ async fn replay_sends_a_tenants_stored_events_again_and_a_dry_run_only_counts() 
         until,
         dry_run,
         rate: 0,
+        after_id: 0,
     };
     let dry = forwarder::replay::replay(store, &client, &policy, &request(true))
         .await
@@ -99,6 +100,71 @@ async fn replay_sends_a_tenants_stored_events_again_and_a_dry_run_only_counts() 
     assert!(!stats.by_tenant.contains_key("globex"));
     // Replay changes nothing in the database.
     assert_eq!(harness.store.pending_event_count().await.unwrap(), 40);
+}
+
+#[tokio::test]
+async fn an_interrupted_replay_names_where_to_resume_and_resuming_there_skips_nothing() {
+    let harness = Harness::new(|c| {
+        c.ncanto_batch_size = 10; // 100 events per replay batch
+        c.inline_retries = 0;
+        c.max_attempts = 1; // give up at the second transient failure
+    })
+    .await;
+    let since = chrono::Utc::now() - chrono::TimeDelta::seconds(1);
+    harness
+        .submit("acme", (0..250).map(|n| event(n, "a")).collect())
+        .await;
+    let until = chrono::Utc::now() + chrono::TimeDelta::seconds(1);
+    let client = forwarder::app::ncanto(&harness.config).unwrap();
+    let mut policy = forwarder::app::policy(&harness.config);
+    policy.queue_delays = vec![Duration::from_millis(10)];
+    let request = |after_id| forwarder::replay::ReplayRequest {
+        tenant: "acme".into(),
+        since,
+        until,
+        dry_run: false,
+        // 100 events at 200/s: the second batch is due 0.5 s after the first.
+        rate: 200,
+        after_id,
+    };
+    // Ncanto fails once the first batch is in: mid-page (a page is 1,000 rows).
+    let breaker = async {
+        while harness.mock.stats().received < 100 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        harness
+            .mock
+            .set_faults(ncanto_mock::Faults {
+                outage: Some(ncanto_mock::Outage::Error),
+                ..ncanto_mock::Faults::default()
+            })
+            .await;
+    };
+    let first = request(0);
+    let (result, ()) = tokio::join!(
+        forwarder::replay::replay(&harness.store, &client, &policy, &first),
+        breaker
+    );
+    let error = result.unwrap_err().to_string();
+    let after_id: i64 = error
+        .rsplit("--after-id ")
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no --after-id in: {error}"));
+    assert!(after_id > 0, "{error}");
+    assert_eq!(harness.mock.stats().unique, 100, "{error}");
+
+    harness
+        .mock
+        .set_faults(ncanto_mock::Faults::default())
+        .await;
+    let resumed = forwarder::replay::replay(&harness.store, &client, &policy, &request(after_id))
+        .await
+        .unwrap();
+    assert_eq!((resumed.total, resumed.sent), (150, 150));
+    // Every event of the window arrived, none twice.
+    let stats = harness.mock.stats();
+    assert_eq!((stats.unique, stats.duplicates), (250, 0));
 }
 
 #[tokio::test]
@@ -121,6 +187,7 @@ async fn replay_paces_itself_to_the_requested_rate() {
             until: chrono::Utc::now() + chrono::TimeDelta::seconds(1),
             dry_run: false,
             rate: 100,
+            after_id: 0,
         },
     )
     .await
