@@ -122,6 +122,22 @@ pub struct Config {
     #[arg(long, env = "RELAY_AFTER", default_value = "15s", value_parser = parse_duration)]
     pub relay_after: Duration,
 
+    /// Bytes of events (estimated) one relay or reconciler round loads at most (one chunk
+    /// if that alone is larger).
+    #[arg(long, env = "RELAY_BATCH_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub relay_batch_bytes: usize,
+
+    /// How often the reconciler looks for chunks published but never finished.
+    #[arg(long, env = "RECONCILE_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub reconcile_interval: Duration,
+
+    /// How long a chunk may stay published and unfinished before the reconciler publishes it
+    /// again. Keep it well above the forwarder's whole retry schedule (MAX_ATTEMPTS trips of
+    /// up to 10 min, about 90 min): a chunk still in a retry queue that is published again
+    /// may reach Ncanto twice.
+    #[arg(long, env = "RECONCILE_AFTER", default_value = "3h", value_parser = parse_duration)]
+    pub reconcile_after: Duration,
+
     /// Seconds clients are told to wait (Retry-After) when the database is unavailable.
     #[arg(long, env = "RETRY_AFTER_SECONDS", default_value_t = 5)]
     pub retry_after_seconds: u64,

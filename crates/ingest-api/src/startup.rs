@@ -1,6 +1,6 @@
 //! Building and running the application: the HTTP server on an already-bound listener (so
-//! tests can use port 0), the write batcher, the outbox publisher and the relay — and taking
-//! them down in the right order.
+//! tests can use port 0), the write batcher, the outbox publisher, the relay and the
+//! reconciler — and taking them down in the right order.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use actix_web::{App, HttpResponse, HttpServer, Resource, Route, web};
 use anyhow::Context;
 use interaction_bus::{BusConfig, Publisher};
 use interaction_core::{Limits, RatingMap};
+use interaction_store::ClaimLimits;
 use tokio::sync::{Notify, mpsc, watch};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
@@ -21,7 +22,8 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::ApiKeys;
 use crate::batcher::{Batcher, BatcherConfig, Writers};
 use crate::config::Config;
-use crate::relay::RelayConfig;
+use crate::reconciler::ReconcilerConfig;
+use crate::relay::{RELAY_BATCH_CHUNKS, RelayConfig};
 use crate::state::{AppState, rate_limiter};
 use crate::{docs, ingest, ops};
 
@@ -36,6 +38,8 @@ pub struct Application {
     writers: Writers,
     outbox: tokio::task::JoinHandle<()>,
     relay: tokio::task::JoinHandle<()>,
+    reconciler: tokio::task::JoinHandle<()>,
+    /// Stops the relay and the reconciler.
     stop_relay: watch::Sender<bool>,
     publisher: Publisher,
     shutdown: Arc<Notify>,
@@ -128,15 +132,31 @@ impl Application {
             },
         );
         let (stop_relay, relay_stopped) = watch::channel(false);
+        // Long enough for a round's publishes to be confirmed or given up.
+        let lease = (config.connections.publish_confirm_timeout * 4).max(Duration::from_secs(30));
+        let claim_limits = ClaimLimits {
+            chunks: RELAY_BATCH_CHUNKS,
+            bytes: i64::try_from(config.relay_batch_bytes).unwrap_or(i64::MAX),
+        };
         let relay = crate::relay::start(
             store.clone(),
             publisher.clone(),
             RelayConfig {
                 interval: config.relay_interval,
                 after: config.relay_after,
-                lease: (config.connections.publish_confirm_timeout * 4)
-                    .max(Duration::from_secs(30)),
-                batch: 100,
+                lease,
+                limits: claim_limits,
+            },
+            relay_stopped.clone(),
+        );
+        let reconciler = crate::reconciler::start(
+            store.clone(),
+            publisher.clone(),
+            ReconcilerConfig {
+                interval: config.reconcile_interval,
+                after: config.reconcile_after,
+                lease,
+                limits: claim_limits,
             },
             relay_stopped,
         );
@@ -213,6 +233,7 @@ impl Application {
             writers,
             outbox,
             relay,
+            reconciler,
             stop_relay,
             publisher,
             shutdown: Arc::new(Notify::new()),
@@ -232,7 +253,8 @@ impl Application {
 
     /// Serves until SIGTERM/SIGINT or [`ShutdownHandle::shutdown`], then stops in order: stop
     /// accepting and finish in-flight requests (each waits for its commit); write what is
-    /// queued; publish what was committed; stop the relay; close the broker connection.
+    /// queued; publish what was committed; stop the relay and the reconciler; close the broker
+    /// connection.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle: ServerHandle = self.server.handle();
         let mut server = tokio::spawn(self.server);
@@ -255,6 +277,7 @@ impl Application {
             let _ = self.outbox.await;
             let _ = self.stop_relay.send(true);
             let _ = self.relay.await;
+            let _ = self.reconciler.await;
         };
         if tokio::time::timeout(self.shutdown_timeout, drain)
             .await
