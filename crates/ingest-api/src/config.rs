@@ -110,6 +110,16 @@ pub struct Config {
     #[arg(long, env = "WRITE_QUEUE_EVENTS", default_value_t = 50_000)]
     pub write_queue_events: usize,
 
+    /// Bytes of events (estimated) that may wait for a write; beyond it requests wait, then
+    /// get 503. Binds before WRITE_QUEUE_EVENTS when events are large.
+    #[arg(long, env = "WRITE_QUEUE_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub write_queue_bytes: usize,
+
+    /// Bytes of committed chunks (estimated) waiting for, or in, their publish; beyond it
+    /// chunks stay pending and the relay publishes them.
+    #[arg(long, env = "PUBLISH_QUEUE_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub publish_queue_bytes: usize,
+
     /// How long a request waits for room in the write queue before 503.
     #[arg(long, env = "WRITE_QUEUE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub write_queue_timeout: Duration,

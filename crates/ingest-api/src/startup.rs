@@ -15,20 +15,18 @@ use anyhow::Context;
 use interaction_bus::{BusConfig, Publisher};
 use interaction_core::{Limits, RatingMap};
 use interaction_store::ClaimLimits;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::ApiKeys;
 use crate::batcher::{Batcher, BatcherConfig, Writers};
 use crate::config::Config;
+use crate::outbox::PublishQueue;
 use crate::reconciler::ReconcilerConfig;
 use crate::relay::{RELAY_BATCH_CHUNKS, RelayConfig};
 use crate::state::{AppState, rate_limiter};
 use crate::{docs, ingest, ops};
-
-/// Chunks waiting for the publisher; beyond this they are left to the relay.
-const PUBLISH_QUEUE: usize = 4096;
 
 /// A running (not yet awaited) ingest-api.
 pub struct Application {
@@ -113,7 +111,7 @@ impl Application {
             }
         }
         let publisher = Publisher::start(bus);
-        let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let (publish_tx, publish_rx) = PublishQueue::bounded(config.publish_queue_bytes);
         let outbox = crate::outbox::start(publisher.clone(), store.clone(), publish_rx);
         let (batcher, writers) = Batcher::start(
             store.clone(),
@@ -123,6 +121,7 @@ impl Application {
                 linger: config.write_linger,
                 writers: config.writers.max(1),
                 queue_events: config.write_queue_events.max(1),
+                queue_bytes: config.write_queue_bytes.max(1),
                 queue_timeout: config.write_queue_timeout,
                 // One wait for a connection, one statement given up by the client-side
                 // deadline (statement timeout + 2 s), and a second for queueing.
