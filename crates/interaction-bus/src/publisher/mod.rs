@@ -2,9 +2,9 @@
 //!
 //! One room per concern: `config` (how to reach the broker, how patient to be), `supervisor`
 //! (the connection's life: connect, declare, watch, reconnect), `confirm` (publishing on the
-//! shared channel and judging each confirm, returns included) and `closing` (counting
-//! publishes in flight so that `close` can wait for them). This file holds the handle they
-//! hang off.
+//! shared channel), `returns` (judging each confirm, returns included) and `closing`
+//! (counting publishes in flight so that `close` can wait for them). This file holds the
+//! handle they hang off.
 //!
 //! # Reconnecting: our own loop, not lapin's auto-recovery
 //! lapin 4 can recover a connection by itself (`ConnectionProperties::enable_auto_recover`),
@@ -32,17 +32,20 @@
 //!
 //! # Returned (unroutable) messages
 //! `basic.return` carries no delivery tag; lapin attaches each returned message to the next
-//! confirm it resolves, which under a multiple-ack may belong to another in-flight publish.
-//! Each publish therefore checks the returned message's `message_id` (the chunk id): a return
-//! of its own chunk, or one recorded by another publish, means [`crate::PublishError::Returned`];
-//! holding another chunk's return also counts as returned (routing was changing while it was
-//! in flight; erring that way only causes a duplicate, never a lost chunk). An unroutable
-//! publish also makes the supervisor re-declare the topology (at most once a second), so a
-//! deleted forward queue comes back by itself.
+//! confirm it resolves, which under a multiple ack (or acks out of order) may belong to
+//! another in-flight publish. So no publish judges its own confirm: one task per channel
+//! (`returns::Judge`) owns them all, notes every return by its `message_id` (the chunk id),
+//! and judges a confirm only once every confirm that could hold its return has been looked
+//! at. A return of its own chunk, wherever lapin put it, means
+//! [`crate::PublishError::Returned`]; holding another chunk's return also counts as returned
+//! (routing was changing while it was in flight; erring that way only causes a duplicate,
+//! never a lost chunk). An unroutable publish also makes the supervisor re-declare the
+//! topology (at most once a second), so a deleted forward queue comes back by itself.
 
 mod closing;
 mod config;
 mod confirm;
+mod returns;
 mod supervisor;
 
 pub use config::BusConfig;
