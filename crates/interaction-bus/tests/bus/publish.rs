@@ -305,6 +305,9 @@ async fn among_many_concurrent_publishes_no_unroutable_one_is_ever_reported_publ
     assert!(wrongly_published.is_empty(), "{wrongly_published:?}");
     // Holding another publish's return counts as returned (a duplicate later, never a loss),
     // but most routable publishes must still get through.
-    assert!(forwarded_ok >= 1000, "{forwarded_ok} of 2000 routable publishes confirmed");
+    assert!(
+        forwarded_ok >= 1000,
+        "{forwarded_ok} of 2000 routable publishes confirmed"
+    );
     publisher.close().await;
 }
