@@ -7,8 +7,10 @@
 //! event clients thus cost almost what batch clients cost: the commit, not the event, is the
 //! unit of work.
 //!
-//! The queue is bounded in events by a semaphore: when writes cannot keep up, requests wait
-//! for room, then fail with 503 — memory never grows without bound.
+//! The queue is bounded twice, by semaphores: in events (which sizes the writes) and in
+//! estimated bytes ([`interaction_store::estimated_bytes`]: events range from ~0.5 KiB to
+//! ~15.5 KiB, so a count alone would let memory vary thirtyfold). When writes cannot keep up,
+//! requests wait for room, then fail with 503 — memory never grows without bound.
 //!
 //! After a commit, each new chunk goes to the outbox publisher; the response does not wait
 //! for the broker.
@@ -18,12 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use interaction_core::Event;
-use interaction_store::Store;
+use interaction_store::{Store, estimated_chunk_bytes};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::auth::Tenant;
-use crate::outbox::PublishJob;
+use crate::outbox::{NotQueued, PublishQueue};
 
 /// Tuning of the batcher.
 #[derive(Debug, Clone)]
@@ -36,6 +38,8 @@ pub struct BatcherConfig {
     pub writers: usize,
     /// Events that may wait in the queue.
     pub queue_events: usize,
+    /// Estimated bytes of events that may wait in the queue.
+    pub queue_bytes: usize,
     /// How long a request waits for room in the queue.
     pub queue_timeout: Duration,
     /// How long a queued request waits for its write to be answered. Past it the request
@@ -79,35 +83,72 @@ struct WriteRequest {
     tenant: Tenant,
     events: Vec<Event>,
     reply: oneshot::Sender<Result<WriteOutcome, WriteError>>,
-    /// Room in the queue, given back when the write is done.
-    _room: OwnedSemaphorePermit,
+    /// Room in the queue (events, bytes), given back when the write is done.
+    _room: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
 /// Handle for submitting events. Cheap to clone.
 #[derive(Clone)]
 pub struct Batcher {
     queue: mpsc::UnboundedSender<WriteRequest>,
-    room: Arc<Semaphore>,
+    room: Room,
     config: Arc<BatcherConfig>,
+}
+
+/// Room in the write queue: one semaphore counts events, the other estimated bytes.
+#[derive(Clone)]
+struct Room {
+    events: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+}
+
+impl Room {
+    /// Waits for room for `events`; a request larger than the whole queue takes all of it.
+    async fn reserve(
+        &self,
+        config: &BatcherConfig,
+        events: &[Event],
+    ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), tokio::sync::AcquireError> {
+        let count = permits(events.len(), config.queue_events);
+        let bytes = permits(estimated_chunk_bytes(events), config.queue_bytes);
+        // Always events first, then bytes: with one order, waiters never deadlock.
+        let events = self.events.clone().acquire_many_owned(count).await?;
+        let bytes = self.bytes.clone().acquire_many_owned(bytes).await?;
+        Ok((events, bytes))
+    }
+
+    fn close(&self) {
+        self.events.close();
+        self.bytes.close();
+    }
+}
+
+/// Permits `wanted` takes in a semaphore of `capacity`: at least one, at most all of them.
+fn permits(wanted: usize, capacity: usize) -> u32 {
+    let capacity = u32::try_from(capacity).unwrap_or(u32::MAX).max(1);
+    u32::try_from(wanted).unwrap_or(u32::MAX).clamp(1, capacity)
 }
 
 /// The running writers.
 pub struct Writers {
     tasks: JoinSet<()>,
     stop: watch::Sender<bool>,
-    room: Arc<Semaphore>,
+    room: Room,
 }
 
 impl Batcher {
     /// Starts the writers.
-    pub fn start(
-        store: Store,
-        publish: mpsc::Sender<PublishJob>,
-        config: BatcherConfig,
-    ) -> (Self, Writers) {
+    pub fn start(store: Store, publish: PublishQueue, config: BatcherConfig) -> (Self, Writers) {
         let (queue, receiver) = mpsc::unbounded_channel();
         let receiver = Arc::new(Mutex::new(receiver));
-        let room = Arc::new(Semaphore::new(config.queue_events.max(1)));
+        let room = Room {
+            events: Arc::new(Semaphore::new(
+                permits(usize::MAX, config.queue_events) as usize
+            )),
+            bytes: Arc::new(Semaphore::new(
+                permits(usize::MAX, config.queue_bytes) as usize
+            )),
+        };
         let (stop, stopped) = watch::channel(false);
         let config = Arc::new(config);
         let mut tasks = JoinSet::new();
@@ -135,11 +176,9 @@ impl Batcher {
         events: Vec<Event>,
     ) -> Result<WriteOutcome, WriteError> {
         // A single request larger than the whole queue still gets in, alone.
-        let wanted = events.len().clamp(1, self.config.queue_events.max(1));
-        let wanted = u32::try_from(wanted).unwrap_or(u32::MAX);
         let room = match tokio::time::timeout(
             self.config.queue_timeout,
-            self.room.clone().acquire_many_owned(wanted),
+            self.room.reserve(&self.config, &events),
         )
         .await
         {
@@ -184,7 +223,7 @@ impl Writers {
 async fn writer(
     queue: Arc<Mutex<mpsc::UnboundedReceiver<WriteRequest>>>,
     store: Store,
-    publish: mpsc::Sender<PublishJob>,
+    publish: PublishQueue,
     config: Arc<BatcherConfig>,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -228,7 +267,7 @@ async fn writer(
 }
 
 /// Writes one batch of requests and answers each.
-async fn write_batch(store: &Store, publish: &mpsc::Sender<PublishJob>, batch: Vec<WriteRequest>) {
+async fn write_batch(store: &Store, publish: &PublishQueue, batch: Vec<WriteRequest>) {
     // Group by tenant, keeping arrival order: one chunk (and one AMQP message) per tenant.
     let mut tenants: Vec<(Tenant, Vec<(usize, usize)>)> = Vec::new();
     for (r, request) in batch.iter().enumerate() {
@@ -324,11 +363,7 @@ async fn write_batch(store: &Store, publish: &mpsc::Sender<PublishJob>, batch: V
             }
         }
         if let Some(chunk_id) = chunk.chunk_id {
-            jobs.push(PublishJob {
-                chunk_id,
-                tenant,
-                events,
-            });
+            jobs.push((chunk_id, tenant, events));
         }
     }
     let stored: usize = outcomes.iter().map(|o| o.stored).sum();
@@ -338,12 +373,35 @@ async fn write_batch(store: &Store, publish: &mpsc::Sender<PublishJob>, batch: V
     for (reply, outcome) in replies.into_iter().zip(outcomes) {
         let _ = reply.send(Ok(outcome));
     }
-    for job in jobs {
+    for (chunk_id, tenant, events) in jobs {
         // Never wait for the publisher: a chunk it has no room for stays `pending` and the
         // relay publishes it later.
-        if let Err(error) = publish.try_send(job) {
-            log::debug!("publish queue full; chunk left to the relay: {error}");
-            metrics::counter!("ingest_publish_deferred_total").increment(1);
+        if let Err(error) = publish.try_send(chunk_id, tenant, events) {
+            log::debug!("chunk {chunk_id} left to the relay: {error}");
+            if error == NotQueued::Full {
+                metrics::counter!("ingest_publish_deferred_total").increment(1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_takes_at_least_one_permit_and_at_most_the_whole_queue() {
+        // (wanted, capacity, permits)
+        let cases = [
+            (0, 10, 1),
+            (3, 10, 3),
+            (10, 10, 10),
+            (11, 10, 10),
+            (5, 0, 1),
+            (usize::MAX, usize::MAX, u32::MAX),
+        ];
+        for (wanted, capacity, want) in cases {
+            assert_eq!(permits(wanted, capacity), want, "{wanted} of {capacity}");
         }
     }
 }

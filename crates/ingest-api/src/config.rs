@@ -110,6 +110,16 @@ pub struct Config {
     #[arg(long, env = "WRITE_QUEUE_EVENTS", default_value_t = 50_000)]
     pub write_queue_events: usize,
 
+    /// Bytes of events (estimated) that may wait for a write; beyond it requests wait, then
+    /// get 503. Binds before WRITE_QUEUE_EVENTS when events are large.
+    #[arg(long, env = "WRITE_QUEUE_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub write_queue_bytes: usize,
+
+    /// Bytes of committed chunks (estimated) waiting for, or in, their publish; beyond it
+    /// chunks stay pending and the relay publishes them.
+    #[arg(long, env = "PUBLISH_QUEUE_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub publish_queue_bytes: usize,
+
     /// How long a request waits for room in the write queue before 503.
     #[arg(long, env = "WRITE_QUEUE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub write_queue_timeout: Duration,
@@ -121,6 +131,22 @@ pub struct Config {
     /// How old an unpublished chunk must be before the relay re-publishes it.
     #[arg(long, env = "RELAY_AFTER", default_value = "15s", value_parser = parse_duration)]
     pub relay_after: Duration,
+
+    /// Bytes of events (estimated) one relay or reconciler round loads at most (one chunk
+    /// if that alone is larger).
+    #[arg(long, env = "RELAY_BATCH_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub relay_batch_bytes: usize,
+
+    /// How often the reconciler looks for chunks published but never finished.
+    #[arg(long, env = "RECONCILE_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub reconcile_interval: Duration,
+
+    /// How long a chunk may stay published and unfinished before the reconciler publishes it
+    /// again. Keep it well above the forwarder's whole retry schedule (MAX_ATTEMPTS trips of
+    /// up to 10 min, about 90 min): a chunk still in a retry queue that is published again
+    /// may reach Ncanto twice.
+    #[arg(long, env = "RECONCILE_AFTER", default_value = "3h", value_parser = parse_duration)]
+    pub reconcile_after: Duration,
 
     /// Seconds clients are told to wait (Retry-After) when the database is unavailable.
     #[arg(long, env = "RETRY_AFTER_SECONDS", default_value_t = 5)]

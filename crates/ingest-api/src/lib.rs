@@ -2,8 +2,9 @@
 //!
 //! Requests are authenticated, read, normalized by `interaction-core`, and handed to the
 //! [`batcher`], which commits them to PostgreSQL in shared writes; only then is the client
-//! answered 202. Committed chunks are published to RabbitMQ by the [`outbox`] task, and the
-//! [`relay`] re-publishes any the broker never confirmed. The binary (`main.rs`) only wires
+//! answered 202. Committed chunks are published to RabbitMQ by the [`outbox`] task, the
+//! [`relay`] re-publishes any the broker never confirmed, and the [`reconciler`] any it
+//! confirmed but that were never finished. The binary (`main.rs`) only wires
 //! configuration to [`startup::Application`].
 
 pub mod auth;
@@ -14,6 +15,7 @@ pub mod error;
 pub mod ingest;
 pub mod ops;
 pub mod outbox;
+pub mod reconciler;
 pub mod relay;
 pub mod startup;
 pub mod state;

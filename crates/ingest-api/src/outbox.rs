@@ -4,19 +4,25 @@
 //! marked in batches, one UPDATE per batch. A chunk whose publish fails simply stays
 //! `pending`: the relay ([`crate::relay`]) publishes it again later. Nothing here ever blocks
 //! a request.
+//!
+//! The queue in front of the publisher is bounded in bytes, not chunks: a chunk holds from one
+//! to a few thousand events, so a count says little about memory. Each queued chunk holds
+//! permits for its estimated size ([`interaction_store::estimated_chunk_bytes`]) until its
+//! publish is over; a chunk that finds no room is not queued at all and stays `pending` for
+//! the relay, which costs a delay of `RELAY_AFTER`, never an event.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use interaction_bus::{Envelope, Publisher};
 use interaction_core::Event;
-use interaction_store::Store;
-use tokio::sync::{Semaphore, mpsc};
+use interaction_store::{Store, estimated_chunk_bytes};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::auth::Tenant;
 
-/// A committed chunk to publish.
+/// A committed chunk to publish, with its room in the queue.
 #[derive(Debug)]
 pub struct PublishJob {
     /// The chunk.
@@ -25,6 +31,82 @@ pub struct PublishJob {
     pub tenant: Tenant,
     /// The events stored in it.
     pub events: Vec<Event>,
+    /// Its estimated bytes in the queue, given back when its publish is over.
+    _room: OwnedSemaphorePermit,
+}
+
+/// The sending side of the publish queue. Cheap to clone; the queue closes when every clone
+/// is gone.
+#[derive(Debug, Clone)]
+pub struct PublishQueue {
+    jobs: mpsc::UnboundedSender<PublishJob>,
+    room: Arc<Semaphore>,
+    capacity: u32,
+}
+
+/// The receiving side of the publish queue, for [`start`].
+#[derive(Debug)]
+pub struct PublishJobs(mpsc::UnboundedReceiver<PublishJob>);
+
+/// Why a chunk was not queued; it stays `pending` for the relay either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotQueued {
+    /// The queue holds as many bytes as it may.
+    #[error("the publish queue is full")]
+    Full,
+    /// The publisher is stopping.
+    #[error("the publish queue is closed")]
+    Closed,
+}
+
+impl PublishQueue {
+    /// A queue holding at most `capacity_bytes` of estimated chunk bytes (capped at 4 GiB,
+    /// the most a semaphore acquisition can ask for; at least one byte).
+    pub fn bounded(capacity_bytes: usize) -> (Self, PublishJobs) {
+        let capacity = u32::try_from(capacity_bytes).unwrap_or(u32::MAX).max(1);
+        let (jobs, receiver) = mpsc::unbounded_channel();
+        let queue = Self {
+            jobs,
+            room: Arc::new(Semaphore::new(capacity as usize)),
+            capacity,
+        };
+        (queue, PublishJobs(receiver))
+    }
+
+    /// Queues a committed chunk if there is room for its estimated bytes, without waiting. A
+    /// chunk larger than the whole queue is let in when the queue is empty (it takes all of
+    /// it), so that large chunks are not left to the relay every time.
+    pub fn try_send(
+        &self,
+        chunk_id: i64,
+        tenant: Tenant,
+        events: Vec<Event>,
+    ) -> Result<(), NotQueued> {
+        let wanted = chunk_permits(estimated_chunk_bytes(&events), self.capacity);
+        let room =
+            self.room
+                .clone()
+                .try_acquire_many_owned(wanted)
+                .map_err(|error| match error {
+                    tokio::sync::TryAcquireError::NoPermits => NotQueued::Full,
+                    tokio::sync::TryAcquireError::Closed => NotQueued::Closed,
+                })?;
+        self.jobs
+            .send(PublishJob {
+                chunk_id,
+                tenant,
+                events,
+                _room: room,
+            })
+            .map_err(|_| NotQueued::Closed)
+    }
+}
+
+/// Permits a chunk of `bytes` takes in a queue of `capacity`: its size, but never more than
+/// the whole queue (so that it can get in at all) and never zero (so that the count of queued
+/// chunks is bounded too).
+fn chunk_permits(bytes: usize, capacity: u32) -> u32 {
+    u32::try_from(bytes).unwrap_or(u32::MAX).clamp(1, capacity)
 }
 
 /// Publishes of one process that may await their confirm at once.
@@ -35,11 +117,8 @@ const MARK_BATCH: usize = 500;
 
 /// Starts the publishing task; it ends once every sender of `jobs` is gone and every
 /// publish it started has finished and been marked.
-pub fn start(
-    publisher: Publisher,
-    store: Store,
-    mut jobs: mpsc::Receiver<PublishJob>,
-) -> JoinHandle<()> {
+pub fn start(publisher: Publisher, store: Store, jobs: PublishJobs) -> JoinHandle<()> {
+    let mut jobs = jobs.0;
     tokio::spawn(async move {
         let (marks, marked) = mpsc::unbounded_channel();
         let marker = tokio::spawn(mark_published(store, marked));
@@ -51,9 +130,17 @@ pub fn start(
             let publisher = publisher.clone();
             let marks = marks.clone();
             tokio::spawn(async move {
-                if publish_chunk(&publisher, job.chunk_id, &job.tenant, job.events).await {
-                    let _ = marks.send(job.chunk_id);
+                let PublishJob {
+                    chunk_id,
+                    tenant,
+                    events,
+                    _room,
+                } = job;
+                if publish_chunk(&publisher, chunk_id, &tenant, events).await {
+                    let _ = marks.send(chunk_id);
                 }
+                // Its room in the queue is given back with `_room`, only now: the events
+                // and their encoding were held until the publish was over.
                 drop(permit);
             });
         }
@@ -114,5 +201,73 @@ async fn mark_published(store: Store, mut marked: mpsc::UnboundedReceiver<i64>) 
         if !open {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_takes_its_estimated_bytes_within_the_queue() {
+        // (estimated bytes, queue capacity, permits)
+        let cases = [
+            (0, 1024, 1),
+            (1, 1024, 1),
+            (600, 1024, 600),
+            (1024, 1024, 1024),
+            (5000, 1024, 1024),
+            (usize::MAX, u32::MAX, u32::MAX),
+        ];
+        for (bytes, capacity, want) in cases {
+            assert_eq!(
+                chunk_permits(bytes, capacity),
+                want,
+                "{bytes} in {capacity}"
+            );
+        }
+    }
+
+    fn chunk(events: usize) -> Vec<Event> {
+        let event: Event = serde_json::from_value(serde_json::json!({
+            "timestamp": "2026-01-01T00:00:00Z", "subscriber": "u", "assetId": "a",
+            "interaction": "play", "ratingEquivalent": 0.5, "setting": {"device": "web"}
+        }))
+        .unwrap();
+        vec![event; events]
+    }
+
+    #[tokio::test]
+    async fn the_queue_refuses_chunks_beyond_its_bytes_and_takes_them_again_once_published() {
+        let one = estimated_chunk_bytes(&chunk(1));
+        let (queue, mut jobs) = PublishQueue::bounded(3 * one);
+        let tenant: Tenant = "t".into();
+        assert_eq!(queue.try_send(1, tenant.clone(), chunk(2)), Ok(()));
+        assert_eq!(
+            queue.try_send(2, tenant.clone(), chunk(2)),
+            Err(NotQueued::Full)
+        );
+        assert_eq!(queue.try_send(3, tenant.clone(), chunk(1)), Ok(()));
+        let first = jobs.0.recv().await.unwrap();
+        assert_eq!(first.chunk_id, 1);
+        assert_eq!(
+            queue.try_send(4, tenant.clone(), chunk(1)),
+            Err(NotQueued::Full),
+            "room comes back when the publish is over, not when it is taken off the queue"
+        );
+        drop(first);
+        assert_eq!(queue.try_send(4, tenant.clone(), chunk(2)), Ok(()));
+        // Larger than the whole queue: let in alone, once it is empty.
+        assert_eq!(
+            queue.try_send(5, tenant.clone(), chunk(10)),
+            Err(NotQueued::Full)
+        );
+        while let Ok(job) = jobs.0.try_recv() {
+            drop(job);
+        }
+        assert_eq!(queue.try_send(5, tenant.clone(), chunk(10)), Ok(()));
+        // The publisher gone, nothing is queued any more.
+        drop(jobs);
+        assert_eq!(queue.try_send(6, tenant, chunk(1)), Err(NotQueued::Closed));
     }
 }

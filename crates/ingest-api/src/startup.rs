@@ -1,6 +1,6 @@
 //! Building and running the application: the HTTP server on an already-bound listener (so
-//! tests can use port 0), the write batcher, the outbox publisher and the relay — and taking
-//! them down in the right order.
+//! tests can use port 0), the write batcher, the outbox publisher, the relay and the
+//! reconciler — and taking them down in the right order.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -14,19 +14,19 @@ use actix_web::{App, HttpResponse, HttpServer, Resource, Route, web};
 use anyhow::Context;
 use interaction_bus::{BusConfig, Publisher};
 use interaction_core::{Limits, RatingMap};
-use tokio::sync::{Notify, mpsc, watch};
+use interaction_store::ClaimLimits;
+use tokio::sync::{Notify, watch};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::ApiKeys;
 use crate::batcher::{Batcher, BatcherConfig, Writers};
 use crate::config::Config;
-use crate::relay::RelayConfig;
+use crate::outbox::PublishQueue;
+use crate::reconciler::ReconcilerConfig;
+use crate::relay::{RELAY_BATCH_CHUNKS, RelayConfig};
 use crate::state::{AppState, rate_limiter};
 use crate::{docs, ingest, ops};
-
-/// Chunks waiting for the publisher; beyond this they are left to the relay.
-const PUBLISH_QUEUE: usize = 4096;
 
 /// A running (not yet awaited) ingest-api.
 pub struct Application {
@@ -36,6 +36,8 @@ pub struct Application {
     writers: Writers,
     outbox: tokio::task::JoinHandle<()>,
     relay: tokio::task::JoinHandle<()>,
+    reconciler: tokio::task::JoinHandle<()>,
+    /// Stops the relay and the reconciler.
     stop_relay: watch::Sender<bool>,
     publisher: Publisher,
     shutdown: Arc<Notify>,
@@ -109,7 +111,7 @@ impl Application {
             }
         }
         let publisher = Publisher::start(bus);
-        let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let (publish_tx, publish_rx) = PublishQueue::bounded(config.publish_queue_bytes);
         let outbox = crate::outbox::start(publisher.clone(), store.clone(), publish_rx);
         let (batcher, writers) = Batcher::start(
             store.clone(),
@@ -119,6 +121,7 @@ impl Application {
                 linger: config.write_linger,
                 writers: config.writers.max(1),
                 queue_events: config.write_queue_events.max(1),
+                queue_bytes: config.write_queue_bytes.max(1),
                 queue_timeout: config.write_queue_timeout,
                 // One wait for a connection, one statement given up by the client-side
                 // deadline (statement timeout + 2 s), and a second for queueing.
@@ -128,15 +131,31 @@ impl Application {
             },
         );
         let (stop_relay, relay_stopped) = watch::channel(false);
+        // Long enough for a round's publishes to be confirmed or given up.
+        let lease = (config.connections.publish_confirm_timeout * 4).max(Duration::from_secs(30));
+        let claim_limits = ClaimLimits {
+            chunks: RELAY_BATCH_CHUNKS,
+            bytes: i64::try_from(config.relay_batch_bytes).unwrap_or(i64::MAX),
+        };
         let relay = crate::relay::start(
             store.clone(),
             publisher.clone(),
             RelayConfig {
                 interval: config.relay_interval,
                 after: config.relay_after,
-                lease: (config.connections.publish_confirm_timeout * 4)
-                    .max(Duration::from_secs(30)),
-                batch: 100,
+                lease,
+                limits: claim_limits,
+            },
+            relay_stopped.clone(),
+        );
+        let reconciler = crate::reconciler::start(
+            store.clone(),
+            publisher.clone(),
+            ReconcilerConfig {
+                interval: config.reconcile_interval,
+                after: config.reconcile_after,
+                lease,
+                limits: claim_limits,
             },
             relay_stopped,
         );
@@ -213,6 +232,7 @@ impl Application {
             writers,
             outbox,
             relay,
+            reconciler,
             stop_relay,
             publisher,
             shutdown: Arc::new(Notify::new()),
@@ -232,7 +252,8 @@ impl Application {
 
     /// Serves until SIGTERM/SIGINT or [`ShutdownHandle::shutdown`], then stops in order: stop
     /// accepting and finish in-flight requests (each waits for its commit); write what is
-    /// queued; publish what was committed; stop the relay; close the broker connection.
+    /// queued; publish what was committed; stop the relay and the reconciler; close the broker
+    /// connection.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle: ServerHandle = self.server.handle();
         let mut server = tokio::spawn(self.server);
@@ -255,6 +276,7 @@ impl Application {
             let _ = self.outbox.await;
             let _ = self.stop_relay.send(true);
             let _ = self.relay.await;
+            let _ = self.reconciler.await;
         };
         if tokio::time::timeout(self.shutdown_timeout, drain)
             .await

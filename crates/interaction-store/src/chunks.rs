@@ -5,10 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{Array, BigInt, Double, Nullable, Text, Timestamptz};
-use diesel::{
-    BoolExpressionMethods, ExpressionMethods, QueryDsl, QueryableByName, Selectable,
-    SelectableHelper,
-};
+use diesel::{ExpressionMethods, QueryDsl, QueryableByName, Selectable, SelectableHelper};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use interaction_core::{Device, Event, Interaction, InteractionType, Setting};
 
@@ -67,6 +64,191 @@ pub struct ChunkToPublish {
     pub tenant: String,
     /// The events, in the order they were written.
     pub events: Vec<Event>,
+    /// How long it has waited, by the database's clock: since it was written (a `pending`
+    /// chunk) or since it was last published (a `published` one).
+    pub age: Duration,
+}
+
+/// A claimed chunk with a row that cannot be read back as an event (edited by hand, or
+/// written by a newer version). It is left out of publishing: guessing would send Ncanto
+/// something nobody accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnreadableChunk {
+    /// The chunk.
+    pub chunk_id: i64,
+    /// Whose events.
+    pub tenant: String,
+    /// How long it has waited (as [`ChunkToPublish::age`]).
+    pub age: Duration,
+    /// What is wrong with its first unreadable row (names the row id).
+    pub reason: String,
+}
+
+/// What one claim took: the chunks to publish, and those left out because a row of theirs
+/// is unreadable. Both are leased.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Claimed {
+    /// Ready to publish, by chunk id.
+    pub chunks: Vec<ChunkToPublish>,
+    /// Not publishable as they are, by chunk id.
+    pub unreadable: Vec<UnreadableChunk>,
+}
+
+/// How much one claim may take: at most `chunks` chunks whose events add up to at most
+/// `bytes` by [`estimated_bytes`] — except that the oldest due chunk is always taken, however
+/// large, so that no chunk can block the ones behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimLimits {
+    /// Most chunks.
+    pub chunks: i64,
+    /// Most estimated bytes of events.
+    pub bytes: i64,
+}
+
+/// The part of [`estimated_bytes`] that does not depend on an event's texts: the `Event`
+/// value itself (~144 B), the heap allocator's overhead on its up to five strings (~80 B),
+/// and the JSON around its values when it is encoded for publishing (field names, timestamp,
+/// rating, interaction and device names: ~220 B), rounded up.
+pub const EVENT_FIXED_BYTES: usize = 512;
+
+/// An estimate of the memory an event takes while it is queued and published: a fixed part
+/// ([`EVENT_FIXED_BYTES`]) plus its texts twice (once in the value, once in the JSON encoding).
+/// JSON escapes (a line break in a comment becomes two bytes) are not counted: an estimate,
+/// close enough to bound queues in bytes. The largest event normalization lets through
+/// (three 256-character ids, a 1,024-character comment and a 128-character `eventId`, all in
+/// 4-byte characters) is estimated at 15,872 B; a typical one at ~600 B.
+///
+/// The claim statements compute the same sum in SQL (`octet_length` is the UTF-8 length, as
+/// `str::len`); keep the two in step.
+pub fn estimated_bytes(event: &Event) -> usize {
+    let i = &event.interaction;
+    let texts = i.subscriber.len()
+        + i.asset_id.len()
+        + i.comment.as_deref().map_or(0, str::len)
+        + i.context_id.as_deref().map_or(0, str::len)
+        + event.event_id.as_deref().map_or(0, str::len);
+    EVENT_FIXED_BYTES + 2 * texts
+}
+
+/// [`estimated_bytes`] of a whole chunk.
+pub fn estimated_chunk_bytes(events: &[Event]) -> usize {
+    events.iter().map(estimated_bytes).sum()
+}
+
+/// The claim statement shared by the relay and the reconciler: `$1` how long a chunk must
+/// have waited (µs), `$2` the lease (µs), `$3` most chunks, `$4` most bytes, `$5`
+/// [`EVENT_FIXED_BYTES`]. `due` locks candidates (`FOR UPDATE SKIP LOCKED` — PostgreSQL allows
+/// no window function at that level, hence the CTEs), `sized` estimates each one's events
+/// like [`estimated_bytes`], `taken` keeps the oldest while their running total fits (always
+/// the first), and the UPDATE leases them. Candidates past the byte budget are only unlocked.
+macro_rules! claim_statement {
+    (state = $state:literal, since = $since:literal, due_also = $due_also:literal) => {
+        concat!(
+            "WITH due AS (
+    SELECT id, ",
+            $since,
+            " AS since
+    FROM chunks
+    WHERE state = '",
+            $state,
+            "'
+      AND ",
+            $since,
+            " < now() - $1 * interval '1 microsecond'
+      ",
+            $due_also,
+            "
+      AND (leased_until IS NULL OR leased_until < now())
+    ORDER BY ",
+            $since,
+            ", id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+),
+sized AS (
+    SELECT due.id, due.since,
+           (SELECT 2 * coalesce(sum(octet_length(e.subscriber) + octet_length(e.asset_id)
+                                    + coalesce(octet_length(e.comment), 0)
+                                    + coalesce(octet_length(e.context_id), 0)
+                                    + coalesce(octet_length(e.event_id), 0)), 0)
+                   + $5 * count(*)
+            FROM events e WHERE e.chunk_id = due.id) AS bytes
+    FROM due
+),
+taken AS (
+    SELECT id, since FROM (
+        SELECT id, since,
+               sum(bytes) OVER (ORDER BY since, id) AS running,
+               row_number() OVER (ORDER BY since, id) AS position
+        FROM sized
+    ) ranked
+    WHERE position = 1 OR running <= $4
+)
+UPDATE chunks SET leased_until = now() + $2 * interval '1 microsecond'
+FROM taken
+WHERE chunks.id = taken.id
+RETURNING chunks.id, chunks.tenant,
+          extract(epoch FROM now() - taken.since)::float8 AS age_seconds"
+        )
+    };
+}
+
+/// The relay's claim: `pending` chunks by creation time.
+const CLAIM_UNPUBLISHED: &str =
+    claim_statement!(state = "pending", since = "created_at", due_also = "");
+
+/// The reconciler's claim: `published` chunks by their last publish, which must also be older
+/// than the chunk was at that publish (see [`Store::claim_unfinished`]). `coalesce`: a
+/// `published` chunk without `published_at` would otherwise never be due.
+const CLAIM_UNFINISHED: &str = claim_statement!(
+    state = "published",
+    since = "coalesce(published_at, created_at)",
+    due_also = "AND coalesce(published_at, created_at) < now() - (coalesce(published_at, created_at) - created_at)"
+);
+
+/// One row the claim statements return.
+#[derive(QueryableByName)]
+struct ClaimedRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    tenant: String,
+    #[diesel(sql_type = Double)]
+    age_seconds: f64,
+}
+
+/// A duration in whole microseconds for SQL, capped at ~68 years: `now()` plus or minus it
+/// stays a valid timestamp.
+fn micros(duration: Duration) -> i64 {
+    const CAP: i64 = i32::MAX as i64 * 1_000_000;
+    i64::try_from(duration.as_micros()).map_or(CAP, |us| us.min(CAP))
+}
+
+/// The events of the given chunks, by chunk, in write order; a chunk with a row that cannot be
+/// read maps to the reason instead (its other chunks are not affected).
+async fn load_events(
+    conn: &mut diesel_async::AsyncPgConnection,
+    ids: &[i64],
+) -> Result<HashMap<i64, Result<Vec<Event>, String>>, StoreError> {
+    let rows: Vec<StoredEvent> = events::table
+        .filter(events::chunk_id.eq_any(ids))
+        .order(events::id)
+        .select(StoredEvent::as_select())
+        .load(conn)
+        .await?;
+    let mut by_chunk: HashMap<i64, Result<Vec<Event>, String>> = HashMap::new();
+    for row in rows {
+        let entry = by_chunk
+            .entry(row.chunk_id)
+            .or_insert_with(|| Ok(Vec::new()));
+        if let Ok(events) = entry {
+            match row.to_event() {
+                Ok(event) => events.push(event),
+                Err(error) => *entry = Err(error.to_string()),
+            }
+        }
+    }
+    Ok(by_chunk)
 }
 
 /// One stored event row, as read back.
@@ -220,84 +402,131 @@ impl Store {
         .await
     }
 
-    /// Claims up to `limit` chunks that have stayed unpublished for longer than `older_than`
-    /// and are not leased by another relay, leases them for `lease`, and returns them with
-    /// their events. `FOR UPDATE SKIP LOCKED` lets many replicas claim at once without
-    /// waiting on or taking each other's chunks; the lease keeps them apart afterwards while
-    /// no transaction is held open during publishing.
+    /// Claims chunks committed but never confirmed by the broker (`pending`), created longer
+    /// ago than `older_than` and not leased by another replica, leases them for `lease`, and
+    /// returns them with their events: the relay's work. Oldest first, within `limits`.
     pub async fn claim_unpublished(
         &self,
         older_than: Duration,
         lease: Duration,
-        limit: i64,
-    ) -> Result<Vec<ChunkToPublish>, StoreError> {
-        let now = Utc::now();
-        let cutoff = now - chrono::TimeDelta::from_std(older_than).unwrap_or_default();
-        let until = now + chrono::TimeDelta::from_std(lease).unwrap_or_default();
+        limits: ClaimLimits,
+    ) -> Result<Claimed, StoreError> {
+        self.claim(CLAIM_UNPUBLISHED, older_than, lease, limits)
+            .await
+    }
+
+    /// Claims chunks the broker confirmed (`published`) but that nobody finished since: the
+    /// reconciler's work (their message was lost, purged or dead-lettered in the broker — or
+    /// is still legitimately in a retry queue, which is why `older_than` must be long).
+    ///
+    /// A chunk is due once its last publish is older than `older_than` AND older than the
+    /// chunk was at that publish, so the waits between re-publishes of one chunk double
+    /// (`older_than`, `older_than`, 2×, 4×…): a forwarder that stays away for a day does not
+    /// get every chunk re-published once per `older_than`. Oldest publish first, within
+    /// `limits`; leased for `lease` like the relay's claims.
+    pub async fn claim_unfinished(
+        &self,
+        older_than: Duration,
+        lease: Duration,
+        limits: ClaimLimits,
+    ) -> Result<Claimed, StoreError> {
+        self.claim(CLAIM_UNFINISHED, older_than, lease, limits)
+            .await
+    }
+
+    /// Runs one of the claim statements, then loads the claimed chunks' events.
+    ///
+    /// One statement, no transaction held open: `FOR UPDATE SKIP LOCKED` lets many replicas
+    /// claim at once without waiting on or taking each other's chunks, and the lease keeps
+    /// them apart afterwards while they publish. Every time is the database's `now()`, never
+    /// this process's clock: replicas whose clocks disagree still agree on leases and ages.
+    async fn claim(
+        &self,
+        statement: &'static str,
+        older_than: Duration,
+        lease: Duration,
+        limits: ClaimLimits,
+    ) -> Result<Claimed, StoreError> {
         self.with_connection(async |conn| {
-            let claimed: Vec<(i64, String)> = conn
-                .transaction::<_, diesel::result::Error, _>(async |conn| {
-                    let ids: Vec<i64> = chunks::table
-                        .filter(chunks::state.eq("pending"))
-                        .filter(chunks::created_at.lt(cutoff))
-                        .filter(
-                            chunks::leased_until
-                                .is_null()
-                                .or(chunks::leased_until.lt(now)),
-                        )
-                        .order(chunks::created_at)
-                        .limit(limit)
-                        .select(chunks::id)
-                        .for_update()
-                        .skip_locked()
-                        .load(conn)
-                        .await?;
-                    diesel::update(chunks::table.filter(chunks::id.eq_any(&ids)))
-                        .set(chunks::leased_until.eq(until))
-                        .returning((chunks::id, chunks::tenant))
-                        .get_results(conn)
-                        .await
-                })
+            let rows: Vec<ClaimedRow> = diesel::sql_query(statement)
+                .bind::<BigInt, _>(micros(older_than))
+                .bind::<BigInt, _>(micros(lease))
+                .bind::<BigInt, _>(limits.chunks.max(1))
+                .bind::<BigInt, _>(limits.bytes)
+                .bind::<BigInt, _>(EVENT_FIXED_BYTES as i64)
+                .load(conn)
                 .await?;
-            if claimed.is_empty() {
-                return Ok(Vec::new());
+            if rows.is_empty() {
+                return Ok(Claimed::default());
             }
-            let ids: Vec<i64> = claimed.iter().map(|(id, _)| *id).collect();
-            let mut by_chunk = self.load_events(conn, &ids).await?;
-            let mut out: Vec<ChunkToPublish> = claimed
-                .into_iter()
-                .map(|(chunk_id, tenant)| ChunkToPublish {
-                    events: by_chunk.remove(&chunk_id).unwrap_or_default(),
-                    chunk_id,
-                    tenant,
-                })
-                .collect();
-            out.sort_by_key(|c| c.chunk_id);
-            Ok(out)
+            let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+            let mut by_chunk = load_events(conn, &ids).await?;
+            let mut claimed = Claimed::default();
+            for row in rows {
+                let age = Duration::try_from_secs_f64(row.age_seconds).unwrap_or_default();
+                match by_chunk.remove(&row.id).unwrap_or(Ok(Vec::new())) {
+                    Ok(events) => claimed.chunks.push(ChunkToPublish {
+                        chunk_id: row.id,
+                        tenant: row.tenant,
+                        events,
+                        age,
+                    }),
+                    Err(reason) => claimed.unreadable.push(UnreadableChunk {
+                        chunk_id: row.id,
+                        tenant: row.tenant,
+                        age,
+                        reason,
+                    }),
+                }
+            }
+            claimed.chunks.sort_by_key(|c| c.chunk_id);
+            claimed.unreadable.sort_by_key(|c| c.chunk_id);
+            Ok(claimed)
         })
         .await
     }
 
-    /// The events of the given chunks, by chunk, in write order.
-    async fn load_events(
-        &self,
-        conn: &mut diesel_async::AsyncPgConnection,
-        ids: &[i64],
-    ) -> Result<HashMap<i64, Vec<Event>>, StoreError> {
-        let rows: Vec<StoredEvent> = events::table
-            .filter(events::chunk_id.eq_any(ids))
-            .order(events::id)
-            .select(StoredEvent::as_select())
-            .load(conn)
-            .await?;
-        let mut by_chunk: HashMap<i64, Vec<Event>> = HashMap::new();
-        for row in rows {
-            by_chunk
-                .entry(row.chunk_id)
-                .or_default()
-                .push(row.to_event()?);
+    /// Keeps chunks leased — away from every relay and reconciler — for `lease` from now (the
+    /// database's clock). For chunks that cannot be published as they are (an unreadable row):
+    /// they stay in their state, counted and visible, and are looked at again after `lease`.
+    pub async fn extend_lease(&self, ids: &[i64], lease: Duration) -> Result<usize, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
         }
-        Ok(by_chunk)
+        self.with_connection(async |conn| {
+            Ok(diesel::sql_query(
+                "UPDATE chunks SET leased_until = now() + $2 * interval '1 microsecond'
+                 WHERE id = ANY($1)",
+            )
+            .bind::<Array<BigInt>, _>(ids)
+            .bind::<BigInt, _>(micros(lease))
+            .execute(conn)
+            .await?)
+        })
+        .await
+    }
+
+    /// Records that chunks still `published` were published again (by the reconciler): their
+    /// `published_at` becomes now, which restarts their wait, and their lease ends. Chunks
+    /// finished meanwhile are left as they are.
+    pub async fn mark_republished(&self, ids: &[i64]) -> Result<usize, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.with_connection(async |conn| {
+            Ok(diesel::update(
+                chunks::table
+                    .filter(chunks::id.eq_any(ids))
+                    .filter(chunks::state.eq("published")),
+            )
+            .set((
+                chunks::published_at.eq(diesel::dsl::now),
+                chunks::leased_until.eq(None::<DateTime<Utc>>),
+            ))
+            .execute(conn)
+            .await?)
+        })
+        .await
     }
 
     /// Every stored event row of a chunk, in write order.
@@ -328,5 +557,104 @@ impl Store {
                 })?)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use interaction_core::{MAX_COMMENT_CHARS, MAX_EVENT_ID_CHARS, MAX_ID_CHARS};
+
+    fn event(
+        subscriber: &str,
+        asset: &str,
+        comment: Option<&str>,
+        context: Option<&str>,
+        event_id: Option<&str>,
+    ) -> Event {
+        Event {
+            interaction: Interaction {
+                timestamp: DateTime::UNIX_EPOCH,
+                subscriber: subscriber.to_owned(),
+                asset_id: asset.to_owned(),
+                interaction: InteractionType::Play,
+                rating_equivalent: 0.5,
+                comment: comment.map(str::to_owned),
+                context_id: context.map(str::to_owned),
+                setting: Setting {
+                    device: Device::Web,
+                },
+            },
+            event_id: event_id.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_estimate_is_the_fixed_part_plus_every_text_twice() {
+        let widest = "𝄞"; // 4 bytes in UTF-8: the most a character can take
+        let long_id = widest.repeat(MAX_ID_CHARS);
+        let long_comment = widest.repeat(MAX_COMMENT_CHARS);
+        let long_event_id = widest.repeat(MAX_EVENT_ID_CHARS);
+        let cases: [(&str, Event, usize); 5] = [
+            ("shortest", event("u", "a", None, None, None), 512 + 2 * 2),
+            (
+                "typical, with an eventId",
+                event(
+                    "citizen_user_12345",
+                    "citizen_article_67890",
+                    None,
+                    None,
+                    Some("0b9f7c3e-6d0a-4f7e-9a59-2f6c1d8e4b21"),
+                ),
+                512 + 2 * (18 + 21 + 36),
+            ),
+            (
+                "every optional field",
+                event("u1", "a1", Some("hello"), Some("ctx"), Some("e1")),
+                512 + 2 * (2 + 2 + 5 + 3 + 2),
+            ),
+            (
+                "bytes, not characters",
+                event("é", "€", Some("𝄞"), None, None),
+                512 + 2 * (2 + 3 + 4),
+            ),
+            (
+                "the largest event normalization accepts",
+                event(
+                    &long_id,
+                    &long_id,
+                    Some(&long_comment),
+                    Some(&long_id),
+                    Some(&long_event_id),
+                ),
+                15_872,
+            ),
+        ];
+        for (name, event, want) in cases {
+            assert_eq!(estimated_bytes(&event), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_chunk_is_estimated_as_the_sum_of_its_events() {
+        let one = event("u", "a", None, None, None);
+        assert_eq!(estimated_chunk_bytes(&[]), 0);
+        assert_eq!(
+            estimated_chunk_bytes(&[one.clone(), one.clone(), one.clone()]),
+            3 * estimated_bytes(&one)
+        );
+    }
+
+    #[test]
+    fn durations_reach_sql_in_microseconds_capped_to_valid_timestamps() {
+        let cases = [
+            (Duration::ZERO, 0),
+            (Duration::from_millis(1500), 1_500_000),
+            (Duration::from_secs(3 * 3600), 10_800_000_000),
+            (Duration::MAX, i64::from(i32::MAX) * 1_000_000),
+        ];
+        for (duration, want) in cases {
+            assert_eq!(micros(duration), want, "{duration:?}");
+        }
     }
 }

@@ -32,7 +32,10 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt;
 use secrecy::{ExposeSecret, SecretString};
 
-pub use chunks::{ChunkToPublish, InsertedChunk, StoredEvent};
+pub use chunks::{
+    ChunkToPublish, ClaimLimits, Claimed, EVENT_FIXED_BYTES, InsertedChunk, StoredEvent,
+    UnreadableChunk, estimated_bytes, estimated_chunk_bytes,
+};
 pub use connect::{ConnectOptions, Connector, SslMode};
 pub use delivery::{Failure, FailureRow, Purged};
 pub use error::StoreError;

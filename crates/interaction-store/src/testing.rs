@@ -47,6 +47,20 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// Runs one SQL statement on this database and returns the rows it affected. For states
+    /// the service never produces itself: a row edited by hand, timestamps hours old.
+    pub async fn execute(&self, sql: &str) -> usize {
+        let mut conn = AsyncPgConnection::establish(&self.url)
+            .await
+            .expect("connect to the test database");
+        diesel::sql_query(sql)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+}
+
 /// Sessions connected to a test database, as the server sees them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sessions {

@@ -6,7 +6,25 @@ use std::time::{Duration, Instant};
 use chrono::DateTime;
 use interaction_core::{Device, Event, Interaction, InteractionType, Setting};
 use interaction_store::testing::TestDatabase;
-use interaction_store::{Store, StoreConfig};
+use interaction_store::{ClaimLimits, Store, StoreConfig, estimated_chunk_bytes};
+
+/// At most `n` chunks, any size.
+fn chunks(n: i64) -> ClaimLimits {
+    ClaimLimits {
+        chunks: n,
+        bytes: i64::MAX,
+    }
+}
+
+/// Writes `events` as one chunk of tenant `t` and returns its id.
+async fn insert(store: &Store, events: &[Event]) -> i64 {
+    store
+        .insert_chunks(&[("t", events.iter().collect())])
+        .await
+        .unwrap()[0]
+        .chunk_id
+        .unwrap()
+}
 
 fn event(n: usize, event_id: Option<&str>) -> Event {
     Event {
@@ -34,7 +52,7 @@ async fn migrations_apply_once_and_then_have_nothing_to_do() {
     let db = TestDatabase::create().await;
     let store = Store::new(&StoreConfig::new(db.url.clone())).unwrap();
     let applied = store.migrate().await.unwrap();
-    assert_eq!(applied.len(), 2, "{applied:?}");
+    assert_eq!(applied.len(), 3, "{applied:?}");
     assert!(store.migrate().await.unwrap().is_empty());
     assert_eq!(store.pending_event_count().await.unwrap(), 0);
 }
@@ -48,7 +66,7 @@ async fn concurrent_migrations_take_turns_and_apply_once() {
     let runs = stores.iter().map(|s| s.migrate());
     let results = futures_util::future::join_all(runs).await;
     let applied: usize = results.into_iter().map(|r| r.unwrap().len()).sum();
-    assert_eq!(applied, 2, "each migration applied exactly once");
+    assert_eq!(applied, 3, "each migration applied exactly once");
 }
 
 #[tokio::test]
@@ -202,16 +220,18 @@ async fn the_relay_claims_old_unpublished_chunks_once_per_lease() {
     }
     // Too young to claim.
     let young = store
-        .claim_unpublished(Duration::from_secs(60), Duration::from_secs(30), 10)
+        .claim_unpublished(Duration::from_secs(60), Duration::from_secs(30), chunks(10))
         .await
-        .unwrap();
+        .unwrap()
+        .chunks;
     assert!(young.is_empty());
 
     store.mark_published(&ids[1..2]).await.unwrap();
     let claimed = store
-        .claim_unpublished(Duration::ZERO, Duration::from_secs(30), 10)
+        .claim_unpublished(Duration::ZERO, Duration::from_secs(30), chunks(10))
         .await
-        .unwrap();
+        .unwrap()
+        .chunks;
     let claimed_ids: Vec<i64> = claimed.iter().map(|c| c.chunk_id).collect();
     assert_eq!(claimed_ids, [ids[0], ids[2]]);
     assert_eq!(claimed[0].tenant, "t");
@@ -219,9 +239,10 @@ async fn the_relay_claims_old_unpublished_chunks_once_per_lease() {
 
     // Leased: nobody else gets them until the lease passes.
     let again = store
-        .claim_unpublished(Duration::ZERO, Duration::from_secs(30), 10)
+        .claim_unpublished(Duration::ZERO, Duration::from_secs(30), chunks(10))
         .await
-        .unwrap();
+        .unwrap()
+        .chunks;
     assert!(again.is_empty());
 
     // A short lease expires and the chunk can be claimed again (the relay crashed).
@@ -231,15 +252,17 @@ async fn the_relay_claims_old_unpublished_chunks_once_per_lease() {
         .await
         .unwrap();
     let short = store
-        .claim_unpublished(Duration::ZERO, Duration::from_millis(1), 10)
+        .claim_unpublished(Duration::ZERO, Duration::from_millis(1), chunks(10))
         .await
-        .unwrap();
+        .unwrap()
+        .chunks;
     assert_eq!(short.len(), 1);
     tokio::time::sleep(Duration::from_millis(20)).await;
     let reclaimed = store
-        .claim_unpublished(Duration::ZERO, Duration::from_secs(30), 10)
+        .claim_unpublished(Duration::ZERO, Duration::from_secs(30), chunks(10))
         .await
-        .unwrap();
+        .unwrap()
+        .chunks;
     let reclaimed_ids: Vec<i64> = reclaimed.iter().map(|c| c.chunk_id).collect();
     assert_eq!(reclaimed_ids, [r[0].chunk_id.unwrap()]);
 
@@ -263,9 +286,10 @@ async fn concurrent_relays_never_claim_the_same_chunk() {
             let mut mine = Vec::new();
             loop {
                 let batch = store
-                    .claim_unpublished(Duration::ZERO, Duration::from_secs(60), 3)
+                    .claim_unpublished(Duration::ZERO, Duration::from_secs(60), chunks(3))
                     .await
-                    .unwrap();
+                    .unwrap()
+                    .chunks;
                 if batch.is_empty() {
                     return mine;
                 }
@@ -280,6 +304,174 @@ async fn concurrent_relays_never_claim_the_same_chunk() {
     a.sort();
     a.dedup();
     assert_eq!((total, a.len()), (40, 40));
+}
+
+#[tokio::test]
+async fn a_claim_takes_the_oldest_chunks_whose_estimated_bytes_fit_and_always_one() {
+    let (db, store) = TestDatabase::migrated().await;
+    let sizes = [3, 1, 2, 5];
+    let mut written = Vec::new();
+    for (n, size) in sizes.into_iter().enumerate() {
+        let events: Vec<Event> = (0..size).map(|i| event(n * 10 + i, None)).collect();
+        written.push((insert(&store, &events).await, events));
+    }
+    // Creation order decides, not ids: make chunk 0 the youngest.
+    db.execute(&format!(
+        "UPDATE chunks SET created_at = created_at - interval '1 hour' WHERE id <> {}",
+        written[0].0
+    ))
+    .await;
+    let (ids, bytes): (Vec<i64>, Vec<i64>) = written
+        .iter()
+        .map(|(id, events)| (*id, estimated_chunk_bytes(events) as i64))
+        .unzip();
+
+    // (byte budget, chunk cap, what is claimed): the SQL estimate must equal the Rust one to
+    // the byte, or the exact budgets below take one chunk more or less.
+    let cases = [
+        (bytes[1] + bytes[2], 10, vec![ids[1], ids[2]]),
+        (bytes[1] + bytes[2] - 1, 10, vec![ids[1]]),
+        (1, 10, vec![ids[1]]),
+        (i64::MAX, 2, vec![ids[1], ids[2]]),
+        (i64::MAX, 10, vec![ids[1], ids[2], ids[3], ids[0]]),
+    ];
+    for (budget, cap, want) in cases {
+        let claimed = store
+            .claim_unpublished(
+                Duration::ZERO,
+                Duration::from_secs(60),
+                ClaimLimits {
+                    chunks: cap,
+                    bytes: budget,
+                },
+            )
+            .await
+            .unwrap();
+        let got: Vec<i64> = claimed.chunks.iter().map(|c| c.chunk_id).collect();
+        let mut want = want;
+        want.sort();
+        assert_eq!(got, want, "budget {budget}, cap {cap}");
+        // Give them back for the next case.
+        db.execute("UPDATE chunks SET leased_until = NULL").await;
+    }
+}
+
+#[tokio::test]
+async fn a_chunk_with_an_unreadable_row_is_reported_apart_and_the_others_are_claimed() {
+    let (db, store) = TestDatabase::migrated().await;
+    let good_before = insert(&store, &[event(1, None)]).await;
+    let bad = insert(&store, &[event(2, None), event(3, None)]).await;
+    let good_after = insert(&store, &[event(4, None)]).await;
+    db.execute(&format!(
+        "UPDATE events SET device = 'toaster' WHERE chunk_id = {bad} AND subscriber = 'user_3'"
+    ))
+    .await;
+
+    let claimed = store
+        .claim_unpublished(Duration::ZERO, Duration::from_secs(60), chunks(10))
+        .await
+        .unwrap();
+    let ids: Vec<i64> = claimed.chunks.iter().map(|c| c.chunk_id).collect();
+    assert_eq!(ids, [good_before, good_after]);
+    assert_eq!(claimed.unreadable.len(), 1);
+    let unreadable = &claimed.unreadable[0];
+    assert_eq!(
+        (unreadable.chunk_id, unreadable.tenant.as_str()),
+        (bad, "t")
+    );
+    assert!(
+        unreadable.reason.contains("unknown device \"toaster\""),
+        "{}",
+        unreadable.reason
+    );
+
+    // Leased far ahead, it stays pending (counted) and out of every claim until then.
+    store
+        .extend_lease(&[bad], Duration::from_secs(3600))
+        .await
+        .unwrap();
+    db.execute(&format!(
+        "UPDATE chunks SET leased_until = NULL WHERE id <> {bad}"
+    ))
+    .await;
+    let again = store
+        .claim_unpublished(Duration::ZERO, Duration::from_secs(60), chunks(10))
+        .await
+        .unwrap();
+    let ids: Vec<i64> = again.chunks.iter().map(|c| c.chunk_id).collect();
+    assert_eq!(ids, [good_before, good_after]);
+    assert!(again.unreadable.is_empty());
+    assert_eq!(store.unpublished_chunk_count().await.unwrap(), 3);
+    assert_eq!(store.pending_event_count().await.unwrap(), 4);
+}
+
+#[tokio::test]
+async fn the_reconciler_claims_chunks_published_long_ago_and_never_finished() {
+    let (db, store) = TestDatabase::migrated().await;
+    let events = [event(1, None), event(2, None)];
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(insert(&store, &events).await);
+    }
+    store.mark_published(&ids[..4]).await.unwrap();
+    // (chunk, written, last published): hours ago, by the database's clock.
+    let ages = [(0, 3, 2), (1, 5, 2), (2, 3, 2), (3, 1, 0)];
+    for (n, created, published) in ages {
+        db.execute(&format!(
+            "UPDATE chunks SET created_at = now() - interval '{created} hours',
+                               published_at = now() - interval '{published} hours'
+             WHERE id = {}",
+            ids[n]
+        ))
+        .await;
+    }
+    assert!(store.mark_forwarded(ids[2], false).await.unwrap());
+
+    let claimed = store
+        .claim_unfinished(
+            Duration::from_secs(30 * 60),
+            Duration::from_secs(60),
+            chunks(10),
+        )
+        .await
+        .unwrap();
+    // 0: published 2 h ago, 1 h after it was written: due. 1: published 2 h ago but 3 h
+    // after it was written — its wait doubled: not yet. 2: forwarded. 3: published just now.
+    // 4: never published (the relay's).
+    let claimed_ids: Vec<i64> = claimed.chunks.iter().map(|c| c.chunk_id).collect();
+    assert_eq!(claimed_ids, [ids[0]]);
+    let chunk = &claimed.chunks[0];
+    assert_eq!(chunk.events, events.to_vec());
+    let age = chunk.age.as_secs_f64() / 3600.0;
+    assert!((1.99..2.01).contains(&age), "age {age} h since the publish");
+
+    // Leased: not claimed twice.
+    let again = store
+        .claim_unfinished(
+            Duration::from_secs(30 * 60),
+            Duration::from_secs(60),
+            chunks(10),
+        )
+        .await
+        .unwrap();
+    assert!(again.chunks.is_empty());
+
+    // Re-published: its wait starts again.
+    assert_eq!(store.mark_republished(&[ids[0], ids[2]]).await.unwrap(), 1);
+    db.execute("UPDATE chunks SET leased_until = NULL").await;
+    let after = store
+        .claim_unfinished(
+            Duration::from_secs(30 * 60),
+            Duration::from_secs(60),
+            chunks(10),
+        )
+        .await
+        .unwrap();
+    assert!(after.chunks.is_empty(), "{after:?}");
+    assert_eq!(
+        store.chunk_state(ids[2]).await.unwrap().as_deref(),
+        Some("forwarded")
+    );
 }
 
 #[tokio::test]

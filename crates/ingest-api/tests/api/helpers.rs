@@ -50,7 +50,8 @@ pub(crate) struct TestApp {
     pub(crate) topology: Topology,
     pub(crate) shutdown: ShutdownHandle,
     pub(crate) stopped: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _db: Option<TestDatabase>,
+    /// The app's own database (None for an app started on an unreachable one).
+    pub(crate) db: Option<TestDatabase>,
 }
 
 impl TestApp {
@@ -86,7 +87,7 @@ impl TestApp {
             topology,
             shutdown,
             stopped,
-            _db: db,
+            db,
         }
     }
 
@@ -171,6 +172,41 @@ impl TestApp {
         }
         let _ = connection.close(200, "done".into()).await;
         envelopes
+    }
+
+    /// The value of one series of /metrics (`name` or `name{labels}`, as rendered), 0 when
+    /// it is not there yet.
+    pub(crate) async fn metric(&self, series: &str) -> f64 {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |value| value.trim().parse().unwrap())
+    }
+
+    /// Runs SQL on the app's database (see `TestDatabase::execute`).
+    pub(crate) async fn sql(&self, statement: &str) -> usize {
+        self.db
+            .as_ref()
+            .expect("the app has a database of its own")
+            .execute(statement)
+            .await
+    }
+
+    /// A channel of the test's own on the broker, to do what operators do to our queues.
+    pub(crate) async fn broker_channel(&self) -> (lapin::Connection, lapin::Channel) {
+        let connection = interaction_bus::connect(&amqp_url().into(), None)
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        (connection, channel)
     }
 
     /// Waits for an app that was asked to stop; panics if it does not stop in time or fails.

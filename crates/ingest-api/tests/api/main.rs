@@ -7,4 +7,5 @@ mod helpers;
 mod hostile;
 mod ingest;
 mod ops;
+mod outbox;
 mod protocol;

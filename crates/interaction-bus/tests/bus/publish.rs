@@ -2,7 +2,7 @@
 
 use crate::common::{TestTopology, envelope, get_message, open_channel, url_via, wait_for_count};
 use interaction_bus::{
-    APP_ID, BusConfig, Envelope, PublishError, Publisher, lapin::types::FieldTable,
+    APP_ID, BusConfig, Envelope, PublishError, Publisher, Topology, lapin::types::FieldTable,
 };
 use std::time::{Duration, Instant};
 
@@ -262,6 +262,52 @@ async fn publish_with_sends_to_the_named_queue_with_the_given_headers() {
             .publish_with(&unroutable, &sent, FieldTable::default())
             .await,
         Err(PublishError::Returned)
+    );
+    publisher.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn among_many_concurrent_publishes_no_unroutable_one_is_ever_reported_published() {
+    let test = TestTopology::new();
+    let publisher = Publisher::start(test.config());
+    assert!(publisher.wait_connected(CONNECT).await);
+    let unroutable = Topology::queue_route(format!("{}.nowhere", test.prefix()));
+    let forward = test.topology.forward_route();
+
+    // Returns and confirms of many publishes interleave, and the broker acks several at once
+    // (multiple acks): lapin then attaches a return to whichever confirm it resolves first.
+    let sends: Vec<_> = (0..3000_i64)
+        .map(|id| {
+            let publisher = publisher.clone();
+            let route = if id % 3 == 0 {
+                unroutable.clone()
+            } else {
+                forward.clone()
+            };
+            tokio::spawn(async move {
+                let result = publisher
+                    .publish_with(&route, &envelope(id, 1), FieldTable::default())
+                    .await;
+                (id, result)
+            })
+        })
+        .collect();
+    let mut wrongly_published = Vec::new();
+    let mut forwarded_ok = 0;
+    for send in sends {
+        let (id, result) = send.await.unwrap();
+        match (id % 3 == 0, result) {
+            (true, Ok(())) => wrongly_published.push(id),
+            (false, Ok(())) => forwarded_ok += 1,
+            (_, Err(_)) => {}
+        }
+    }
+    assert!(wrongly_published.is_empty(), "{wrongly_published:?}");
+    // Holding another publish's return counts as returned (a duplicate later, never a loss),
+    // but most routable publishes must still get through.
+    assert!(
+        forwarded_ok >= 1000,
+        "{forwarded_ok} of 2000 routable publishes confirmed"
     );
     publisher.close().await;
 }
