@@ -20,6 +20,9 @@ pub(crate) struct Sent {
     pub(crate) refused: std::collections::BTreeMap<u16, u64>,
     /// The longest any request took to be answered (or to fail).
     pub(crate) slowest: Duration,
+    /// Requests answered otherwise, kept for [`resend_refused`] when the load sends event
+    /// ids: (target, path, body, subscribers).
+    pub(crate) refused_requests: Vec<(String, &'static str, Value, Vec<String>)>,
 }
 
 /// A running load.
@@ -48,6 +51,20 @@ impl Load {
         tag: &str,
         poison_every: Option<u64>,
     ) -> Self {
+        Self::start_with(targets, clients, pause, tag, poison_every, false)
+    }
+
+    /// Like [`Load::start`]; with `event_ids`, every event carries its subscriber name as its
+    /// `eventId` and refused requests are kept, as an idempotent client would, to be sent
+    /// again ([`resend_refused`]).
+    pub(crate) fn start_with(
+        targets: Vec<String>,
+        clients: usize,
+        pause: Duration,
+        tag: &str,
+        poison_every: Option<u64>,
+        event_ids: bool,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let acked_count = Arc::new(AtomicU64::new(0));
         let refused_count = Arc::new(AtomicU64::new(0));
@@ -73,7 +90,12 @@ impl Load {
                             .zip(&names)
                             .map(|(i, name)| {
                                 let poisoned = poison_every.is_some_and(|every| i % every == 0);
-                                event(name, if poisoned { "poison" } else { "asset" })
+                                let mut event =
+                                    event(name, if poisoned { "poison" } else { "asset" });
+                                if event_ids {
+                                    event["eventId"] = Value::from(name.as_str());
+                                }
+                                event
                             })
                             .collect();
                         n += size;
@@ -98,6 +120,14 @@ impl Load {
                             acked_count.fetch_add(size, Ordering::Relaxed);
                             out.acked.extend(names);
                         } else {
+                            if event_ids {
+                                out.refused_requests.push((
+                                    target.clone(),
+                                    path,
+                                    body.clone(),
+                                    names.clone(),
+                                ));
+                            }
                             *out.refused.entry(status).or_default() += 1;
                             refused_count.fetch_add(1, Ordering::Relaxed);
                             // A refused client backs off a little, as a real one would.
@@ -136,10 +166,41 @@ impl Load {
             total.sent += sent.sent;
             total.acked.extend(sent.acked);
             total.slowest = total.slowest.max(sent.slowest);
+            total.refused_requests.extend(sent.refused_requests);
             for (status, n) in sent.refused {
                 *total.refused.entry(status).or_default() += n;
             }
         }
         total
+    }
+}
+
+/// Sends every refused request of `sent` again, as the client that got the 503 would, until
+/// each is acknowledged (bounded); their events join `sent.acked`.
+pub(crate) async fn resend_refused(sent: &mut Sent) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for (target, path, body, names) in std::mem::take(&mut sent.refused_requests) {
+        let mut tries = 0;
+        loop {
+            let status = http
+                .post(format!("{target}{path}"))
+                .header("content-type", "application/json")
+                .header("x-api-key", API_KEY)
+                .json(&body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            if status == 202 {
+                sent.acked.extend(names);
+                break;
+            }
+            tries += 1;
+            assert!(tries < 100, "a refused request is still refused ({status})");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }

@@ -73,6 +73,9 @@ pub(crate) struct Layout {
     pub(crate) database_password: Option<String>,
     /// Query parameters added to `DATABASE_URL` (e.g. `sslmode=require`).
     pub(crate) database_parameters: Option<&'static str>,
+    /// The forwarders reach PostgreSQL directly even when a database proxy is set: an outage
+    /// then hits ingest-api alone (so duplicates at Ncanto can only come from ingest).
+    pub(crate) forwarder_direct_database: bool,
 }
 
 impl Default for Layout {
@@ -85,6 +88,7 @@ impl Default for Layout {
             capture_output: false,
             database_password: None,
             database_parameters: None,
+            forwarder_direct_database: false,
         }
     }
 }
@@ -210,14 +214,16 @@ impl Pipeline {
         for i in 0..layout.forwarders {
             let port = free_port();
             forwarder_admins.push(format!("http://127.0.0.1:{port}"));
-            envs.insert(
-                Service::Forwarder(i),
-                own(&[
-                    ("FORWARDER_ADMIN_ADDR", format!("127.0.0.1:{port}")),
-                    ("NCANTO_API_URL", format!("http://127.0.0.1:{mock_port}")),
-                    ("RETRY_BASE", "20ms".into()),
-                ]),
-            );
+            let mut pairs = vec![
+                ("FORWARDER_ADMIN_ADDR", format!("127.0.0.1:{port}")),
+                ("NCANTO_API_URL", format!("http://127.0.0.1:{mock_port}")),
+                ("RETRY_BASE", "20ms".into()),
+            ];
+            if layout.forwarder_direct_database {
+                // Later entries win: this replaces the proxied URL of `common`.
+                pairs.push(("DATABASE_URL", db.url.clone()));
+            }
+            envs.insert(Service::Forwarder(i), own(&pairs));
         }
         // reqwest's TLS needs a process-wide crypto provider (see interaction-runtime).
         interaction_runtime::install_tls_provider();
