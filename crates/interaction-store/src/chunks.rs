@@ -312,21 +312,4 @@ impl Store {
         })
         .await
     }
-
-    /// A chunk's state (`pending`, `published`, `forwarded`, `failed`), if it exists.
-    pub async fn chunk_state(&self, chunk_id: i64) -> Result<Option<String>, StoreError> {
-        self.with_connection(async |conn| {
-            Ok(chunks::table
-                .find(chunk_id)
-                .select(chunks::state)
-                .first(conn)
-                .await
-                .map(Some)
-                .or_else(|e| match e {
-                    diesel::result::Error::NotFound => Ok(None),
-                    e => Err(e),
-                })?)
-        })
-        .await
-    }
 }

@@ -15,7 +15,9 @@ mod chunks;
 mod connect;
 mod delivery;
 mod error;
+mod parts;
 pub mod schema;
+mod state;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
@@ -34,8 +36,10 @@ use secrecy::{ExposeSecret, SecretString};
 
 pub use chunks::{ChunkToPublish, InsertedChunk, StoredEvent};
 pub use connect::{ConnectOptions, Connector, SslMode};
-pub use delivery::{Failure, FailureRow, Purged};
+pub use delivery::{FailureRow, Purged};
 pub use error::StoreError;
+pub use parts::{ChunkParts, Failure, PartOutcome};
+pub use state::{ChunkState, UnknownChunkState};
 
 /// Key of the PostgreSQL advisory lock held while migrating ("ILOG" in ASCII).
 const MIGRATION_LOCK: i64 = 0x494C_4F47;
@@ -219,7 +223,9 @@ impl Store {
         use schema::chunks::dsl::*;
         self.with_connection(async |conn| {
             let total: Option<i64> = chunks
-                .filter(state.eq_any(["pending", "published"]))
+                .filter(
+                    state.eq_any([ChunkState::Pending.as_str(), ChunkState::Published.as_str()]),
+                )
                 .select(diesel::dsl::sum(event_count))
                 .first(conn)
                 .await?;
@@ -233,7 +239,7 @@ impl Store {
         use schema::chunks::dsl::*;
         self.with_connection(async |conn| {
             Ok(chunks
-                .filter(state.eq("pending"))
+                .filter(state.eq(ChunkState::Pending.as_str()))
                 .count()
                 .get_result(conn)
                 .await?)
