@@ -7,3 +7,5 @@ mod faults;
 mod harness;
 mod https;
 mod operations;
+mod outages;
+mod parts;
