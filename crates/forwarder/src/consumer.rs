@@ -686,7 +686,7 @@ fn deadline_outcome(n: usize, attempt: u32, policy: &RetryPolicy, reason: String
     } else {
         ChunkOutcome {
             requeue: Some(Requeue {
-                indexes: vec![0..n],
+                indexes: std::iter::once(0..n).collect(),
                 queue: retry_queue_for(attempt + 1, None, &policy.queue_delays),
                 reason,
             }),
@@ -879,6 +879,8 @@ async fn settle(
 }
 
 #[cfg(test)]
+// Lists of position ranges, where one range is as normal as several.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 

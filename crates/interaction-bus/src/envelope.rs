@@ -150,6 +150,8 @@ impl Envelope {
 }
 
 #[cfg(test)]
+// Lists of position ranges, where one range is as normal as several.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 

@@ -345,12 +345,16 @@ impl Store {
 }
 
 #[cfg(test)]
+// Lists of position ranges, where one range is as normal as several.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 
     #[test]
     fn ranges_go_to_bind_arrays_and_back_skipping_empty_ones() {
-        let table: [(Vec<Range<u32>>, (Vec<i32>, Vec<i32>)); 3] = [
+        // ranges → (starts, ends)
+        type Bounds = (Vec<i32>, Vec<i32>);
+        let table: [(Vec<Range<u32>>, Bounds); 3] = [
             (vec![], (vec![], vec![])),
             (vec![0..3, 5..5, 7..8], (vec![0, 7], vec![3, 8])),
             (vec![2..4], (vec![2], vec![4])),

@@ -1,5 +1,7 @@
 //! interaction-store against the real PostgreSQL: each test in its own database.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Lists of position ranges, where one range is as normal as several.
+#![allow(clippy::single_range_in_vec_init)]
 
 use std::time::{Duration, Instant};
 
@@ -7,6 +9,9 @@ use chrono::DateTime;
 use interaction_core::{Device, Event, Interaction, InteractionType, Setting};
 use interaction_store::testing::TestDatabase;
 use interaction_store::{ChunkState, Failure, PartOutcome, Store, StoreConfig};
+
+/// Positions of events in a chunk.
+type Positions = std::ops::Range<u32>;
 
 fn event(n: usize, event_id: Option<&str>) -> Event {
     Event {
@@ -410,151 +415,163 @@ async fn a_chunk_that_does_not_exist_has_nothing_done_and_its_failures_are_kept(
 #[derive(Debug, Clone, Copy)]
 enum Step {
     /// A message delivered these positions.
-    Delivered(&'static [std::ops::Range<u32>]),
+    Delivered(&'static [Positions]),
     /// These positions were refused.
     Refused(&'static [u32]),
+}
+
+/// Outcomes of a chunk in some order, and what must follow from them.
+struct Scenario {
+    name: &'static str,
+    steps: &'static [Step],
+    /// The chunk's state after.
+    state: ChunkState,
+    /// Positions left for an ordinary message carrying the whole chunk.
+    left: &'static [Positions],
+    /// Positions left for a re-drive of the whole chunk.
+    left_redriven: &'static [Positions],
+    /// Failure rows.
+    failures: usize,
 }
 
 #[tokio::test]
 async fn part_outcomes_in_any_order_give_the_chunk_the_state_of_its_events() {
     use Step::{Delivered, Refused};
-    // A chunk of 10 events, published; then outcomes in this order → state, positions left
-    // for an ordinary message carrying the whole chunk, positions left for a re-drive of the
-    // whole chunk, failure rows.
-    type Row = (
-        &'static str,
-        &'static [Step],
-        ChunkState,
-        &'static [std::ops::Range<u32>],
-        &'static [std::ops::Range<u32>],
-        usize,
-    );
-    let table: &[Row] = &[
-        (
-            "nothing yet",
-            &[],
-            ChunkState::Published,
-            &[0..10],
-            &[0..10],
-            0,
-        ),
-        (
-            "all delivered at once",
-            &[Delivered(&[0..10])],
-            ChunkState::Forwarded,
-            &[],
-            &[],
-            0,
-        ),
-        (
-            "part delivered, the rest waits",
-            &[Delivered(&[0..4])],
-            ChunkState::Published,
-            &[4..10],
-            &[4..10],
-            0,
-        ),
-        (
-            "some refused, the rest delivered",
-            &[Delivered(&[0..3, 4..10]), Refused(&[3])],
-            ChunkState::Failed,
-            &[],
-            &[3..4],
-            1,
-        ),
-        (
+    // Each scenario: a chunk of 10 events, published, then its outcomes in order.
+    let table = &[
+        Scenario {
+            name: "nothing yet",
+            steps: &[],
+            state: ChunkState::Published,
+            left: &[0..10],
+            left_redriven: &[0..10],
+            failures: 0,
+        },
+        Scenario {
+            name: "all delivered at once",
+            steps: &[Delivered(&[0..10])],
+            state: ChunkState::Forwarded,
+            left: &[],
+            left_redriven: &[],
+            failures: 0,
+        },
+        Scenario {
+            name: "part delivered, the rest waits",
+            steps: &[Delivered(&[0..4])],
+            state: ChunkState::Published,
+            left: &[4..10],
+            left_redriven: &[4..10],
+            failures: 0,
+        },
+        Scenario {
+            name: "some refused, the rest delivered",
+            steps: &[Delivered(&[0..3, 4..10]), Refused(&[3])],
+            state: ChunkState::Failed,
+            left: &[],
+            left_redriven: &[3..4],
+            failures: 1,
+        },
+        Scenario {
             // The lost-event bug: the re-drive of the parked part succeeds while the retried
             // part still waits in a retry queue. The chunk must NOT be done.
-            "re-drive delivered while the retried part waits",
-            &[Delivered(&[0..3]), Refused(&[3]), Delivered(&[3..4])],
-            ChunkState::Published,
-            &[4..10],
-            &[4..10],
-            1,
-        ),
-        (
-            "re-drive first, then the retried part",
-            &[
+            name: "re-drive delivered while the retried part waits",
+            steps: &[Delivered(&[0..3]), Refused(&[3]), Delivered(&[3..4])],
+            state: ChunkState::Published,
+            left: &[4..10],
+            left_redriven: &[4..10],
+            failures: 1,
+        },
+        Scenario {
+            name: "re-drive first, then the retried part",
+            steps: &[
                 Delivered(&[0..3]),
                 Refused(&[3]),
                 Delivered(&[3..4]),
                 Delivered(&[4..10]),
             ],
-            ChunkState::Forwarded,
-            &[],
-            &[],
-            1,
-        ),
-        (
-            "retried part first, then the re-drive",
-            &[
+            state: ChunkState::Forwarded,
+            left: &[],
+            left_redriven: &[],
+            failures: 1,
+        },
+        Scenario {
+            name: "retried part first, then the re-drive",
+            steps: &[
                 Delivered(&[0..3]),
                 Refused(&[3]),
                 Delivered(&[4..10]),
                 Delivered(&[3..4]),
             ],
-            ChunkState::Forwarded,
-            &[],
-            &[],
-            1,
-        ),
-        (
-            "duplicate messages change nothing",
-            &[
+            state: ChunkState::Forwarded,
+            left: &[],
+            left_redriven: &[],
+            failures: 1,
+        },
+        Scenario {
+            name: "duplicate messages change nothing",
+            steps: &[
                 Delivered(&[0..5]),
                 Delivered(&[0..5]),
                 Refused(&[7]),
                 Refused(&[7]),
             ],
-            ChunkState::Published,
-            &[5..7, 8..10],
-            &[5..10],
-            1,
-        ),
-        (
-            "refused again by a re-drive: one failure row",
-            &[Delivered(&[0..9]), Refused(&[9]), Refused(&[9])],
-            ChunkState::Failed,
-            &[],
-            &[9..10],
-            1,
-        ),
-        (
-            "a delivery after a refusal wins",
-            &[Refused(&[2]), Delivered(&[0..10])],
-            ChunkState::Forwarded,
-            &[],
-            &[],
-            1,
-        ),
-        (
-            "a refusal after a delivery changes nothing",
-            &[Delivered(&[0..10]), Refused(&[2])],
-            ChunkState::Forwarded,
-            &[],
-            &[],
-            1,
-        ),
-        (
-            "every event refused",
-            &[Refused(&[0, 1, 2, 3, 4]), Refused(&[5, 6, 7, 8, 9])],
-            ChunkState::Failed,
-            &[],
-            &[0..10],
-            10,
-        ),
-        (
-            "overlapping deliveries",
-            &[Delivered(&[0..6]), Delivered(&[4..10])],
-            ChunkState::Forwarded,
-            &[],
-            &[],
-            0,
-        ),
+            state: ChunkState::Published,
+            left: &[5..7, 8..10],
+            left_redriven: &[5..10],
+            failures: 1,
+        },
+        Scenario {
+            name: "refused again by a re-drive: one failure row",
+            steps: &[Delivered(&[0..9]), Refused(&[9]), Refused(&[9])],
+            state: ChunkState::Failed,
+            left: &[],
+            left_redriven: &[9..10],
+            failures: 1,
+        },
+        Scenario {
+            name: "a delivery after a refusal wins",
+            steps: &[Refused(&[2]), Delivered(&[0..10])],
+            state: ChunkState::Forwarded,
+            left: &[],
+            left_redriven: &[],
+            failures: 1,
+        },
+        Scenario {
+            name: "a refusal after a delivery changes nothing",
+            steps: &[Delivered(&[0..10]), Refused(&[2])],
+            state: ChunkState::Forwarded,
+            left: &[],
+            left_redriven: &[],
+            failures: 1,
+        },
+        Scenario {
+            name: "every event refused",
+            steps: &[Refused(&[0, 1, 2, 3, 4]), Refused(&[5, 6, 7, 8, 9])],
+            state: ChunkState::Failed,
+            left: &[],
+            left_redriven: &[0..10],
+            failures: 10,
+        },
+        Scenario {
+            name: "overlapping deliveries",
+            steps: &[Delivered(&[0..6]), Delivered(&[4..10])],
+            state: ChunkState::Forwarded,
+            left: &[],
+            left_redriven: &[],
+            failures: 0,
+        },
     ];
     let (_db, store) = TestDatabase::migrated().await;
     let events: Vec<Event> = (0..10).map(|n| event(n, None)).collect();
-    for (name, steps, state, undone, undone_redriven, failures) in table {
+    for Scenario {
+        name,
+        steps,
+        state,
+        left: undone,
+        left_redriven: undone_redriven,
+        failures,
+    } in table
+    {
         let id = store
             .insert_chunks(&[("t", events.iter().collect())])
             .await
@@ -636,7 +653,7 @@ async fn a_message_is_skipped_only_when_its_own_part_is_done() {
     };
     store.record_outcome(id, "t", &refused).await.unwrap();
     // (part, re-driven) → what is left of it.
-    let table: [(&[std::ops::Range<u32>], bool, &[std::ops::Range<u32>]); 6] = [
+    let table: [(&[Positions], bool, &[Positions]); 6] = [
         (&[0..3], false, &[]),
         (&[3..4], false, &[]),
         (&[3..4], true, &[3..4]),

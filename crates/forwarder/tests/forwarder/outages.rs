@@ -157,7 +157,7 @@ async fn the_forwarders_database_away_for_long_under_load_parks_nothing_and_lose
         stats.unique,
         stats.duplicates
     );
-    println!("{summary}");
+    eprintln!("{summary}");
     assert_eq!((parked, lost), (0, 0), "{summary}");
     forwarder.stop().await;
 }

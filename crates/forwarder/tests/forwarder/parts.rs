@@ -134,7 +134,7 @@ async fn a_redrive_of_the_parked_part_while_the_retried_part_waits_loses_nothing
         .await;
     let (delivered, duplicates, lost) = tally(&harness, &events);
     let summary = format!("sent 10, delivered {delivered}, duplicates {duplicates}, lost {lost}");
-    println!("{summary}");
+    eprintln!("{summary}");
     assert_eq!((delivered, lost), (10, 0), "{summary}");
     assert_eq!(
         harness.queue_length(&parked).await,
@@ -202,7 +202,7 @@ async fn a_whole_chunk_published_again_after_a_partial_delivery_sends_only_the_r
     }
     let (delivered, duplicates, lost) = tally(&harness, &events);
     let summary = format!("sent 10, delivered {delivered}, duplicates {duplicates}, lost {lost}");
-    println!("{summary}");
+    eprintln!("{summary}");
     assert_eq!((delivered, lost), (10, 0), "{summary}");
     forwarder.stop().await;
 }
