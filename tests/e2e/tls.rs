@@ -79,7 +79,10 @@ async fn tls_events_reach_ncanto_over_amqps_and_no_secret_is_ever_printed() {
     // Every session ingest-api and forwarder hold on their database is encrypted, as the
     // server sees it.
     let sessions = pipeline.database_sessions().await;
-    assert!(sessions.total >= 2, "both services are connected: {sessions:?}");
+    assert!(
+        sessions.total >= 2,
+        "both services are connected: {sessions:?}"
+    );
     assert_eq!(sessions.encrypted, sessions.total, "{sessions:?}");
 
     // Error paths, with the same settings otherwise.
