@@ -405,12 +405,17 @@ async fn until_done<T, F>(
 where
     F: Future<Output = Result<T, StepError>>,
 {
+    let mut retried = false;
     loop {
         if !context.pause.wait_running(halted).await {
             return Err(Halt::Stopping);
         }
         match step().await {
             Ok(value) => return Ok(value),
+            // One connection the database closed long ago (a restart, an idle timeout) is
+            // dropped by the pool on error: the next try gets a new one. Only a second failure
+            // means the database is away.
+            Err(StepError::Unavailable(Dependency::Database, _)) if !retried => retried = true,
             Err(StepError::Unavailable(dependency, reason)) => {
                 metrics::counter!("forwarder_steps_held_total", "dependency" => dependency.as_str())
                     .increment(1);

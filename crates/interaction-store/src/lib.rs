@@ -10,6 +10,10 @@
 //! Cost lever: one statement writes a whole chunk — the events through `UNNEST` of one array
 //! per column (a fixed SQL text, so PostgreSQL plans it once per connection, and no 65,535
 //! bind-parameter limit) and the chunk row in the same statement.
+//!
+//! Delivery state lives per part of a chunk ([`ChunkParts`], [`Store::record_outcome`]): the
+//! positions of its events delivered and refused, so a partial failure, a retry and a re-drive
+//! of one chunk can interleave in any order; the chunk's [`ChunkState`] follows from them.
 
 mod chunks;
 mod connect;
