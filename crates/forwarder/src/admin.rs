@@ -20,15 +20,40 @@ struct Admin {
     started: Instant,
 }
 
+/// Why consumption is paused, in `/health` and `/readyz`.
+#[derive(Debug, Serialize)]
+pub struct PausedReport {
+    /// What is away: `database` or `publisher`.
+    pub dependency: &'static str,
+    /// The latest error seen from it.
+    pub reason: String,
+    /// Seconds since the pause began.
+    pub seconds: u64,
+}
+
+impl PausedReport {
+    fn of(context: &Context) -> Option<Self> {
+        context.pause.current().map(|paused| Self {
+            dependency: paused.dependency.as_str(),
+            reason: paused.reason,
+            seconds: paused.since.elapsed().as_secs(),
+        })
+    }
+}
+
 /// The body of `/health`.
 #[derive(Debug, Serialize)]
 pub struct Health {
-    /// `ok`, or `degraded` when the consumer is detached or the database is away.
+    /// `ok`; `paused` while consumption waits for the database or the publisher (deliveries
+    /// in hand are held, nothing is lost); `degraded` when the consumer is detached or the
+    /// database is away otherwise.
     pub status: &'static str,
     /// Seconds since start.
     pub uptime: u64,
     /// Whether the consumer is attached to the forward queue.
     pub rabbitmq: bool,
+    /// Why consumption is paused, if it is.
+    pub paused: Option<PausedReport>,
     /// Whether the database answers.
     pub database: bool,
     /// Accepted events not yet forwarded (null while the database is away).
@@ -75,11 +100,13 @@ async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
         tokio::time::timeout(CHECK_TIMEOUT, admin.context.store.ping()).await,
         Ok(Ok(()))
     );
-    if consuming && database {
+    let paused = PausedReport::of(&admin.context);
+    if consuming && database && paused.is_none() {
         HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
     } else {
         HttpResponse::ServiceUnavailable().json(serde_json::json!({
-            "status": "not ready", "rabbitmq": consuming, "database": database,
+            "status": if paused.is_some() { "paused" } else { "not ready" },
+            "rabbitmq": consuming, "database": database, "paused": paused,
         }))
     }
 }
@@ -91,20 +118,24 @@ async fn health(admin: web::Data<Admin>) -> HttpResponse {
         .and_then(Result::ok);
     let rabbitmq = admin.context.consuming.load(Ordering::SeqCst);
     let database = pending.is_some();
+    let paused = PausedReport::of(&admin.context);
     let body = Health {
-        status: if rabbitmq && database {
+        status: if paused.is_some() {
+            "paused"
+        } else if rabbitmq && database {
             "ok"
         } else {
             "degraded"
         },
         uptime: admin.started.elapsed().as_secs(),
         rabbitmq,
+        paused,
         database,
         pending_interactions: pending,
         in_flight: admin.context.in_flight.load(Ordering::SeqCst),
         version: env!("CARGO_PKG_VERSION"),
     };
-    if rabbitmq && database {
+    if body.status == "ok" {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::InternalServerError().json(body)

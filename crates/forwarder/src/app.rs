@@ -13,8 +13,9 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::consumer::{Context, consume};
+use crate::consumer::{Context, consume, supervise_pause};
 use crate::ncanto::{NcantoClient, NcantoConfig};
+use crate::pause::Pause;
 use crate::retry::RetryPolicy;
 
 /// The Ncanto client the configuration describes.
@@ -69,6 +70,7 @@ pub struct Forwarder {
     context: Arc<Context>,
     stop: watch::Sender<bool>,
     consumer: JoinHandle<()>,
+    supervisor: JoinHandle<()>,
     purge: Option<JoinHandle<()>>,
     shutdown: Arc<Notify>,
     shutdown_timeout: Duration,
@@ -122,9 +124,11 @@ impl Forwarder {
             delivery_timeout: config.delivery_timeout,
             consuming: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            pause: Pause::new(),
         });
         let (stop, stopped) = watch::channel(false);
         let consumer = tokio::spawn(consume(context.clone(), stopped.clone()));
+        let supervisor = tokio::spawn(supervise_pause(context.clone(), stopped.clone()));
         let purge = (!config.purge_older_than.is_zero()).then(|| {
             tokio::spawn(crate::purge::periodic(
                 store,
@@ -146,6 +150,7 @@ impl Forwarder {
             context,
             stop,
             consumer,
+            supervisor,
             purge,
             shutdown: Arc::new(Notify::new()),
             shutdown_timeout: config.shutdown_timeout,
@@ -184,6 +189,8 @@ impl Forwarder {
         if let Some(purge) = self.purge {
             purge.abort();
         }
+        // It has seen the stop signal: it ends at its next await.
+        let _ = self.supervisor.await;
         self.context.publisher.close().await;
         admin.stop(true).await;
         if let Some(result) = failed {

@@ -144,9 +144,10 @@ pub struct Config {
     #[arg(long, env = "INLINE_RETRIES", default_value_t = 3)]
     pub inline_retries: u32,
 
-    /// Deadline of one message's delivery: its Ncanto calls (with their in-process retries)
-    /// and the state update. Past it, the message's events go through the retry queue and
-    /// are sent again later. Keep it above NCANTO_TIMEOUT x (INLINE_RETRIES + 1) plus the
+    /// Deadline of one message's Ncanto calls (with their in-process retries). Past it, the
+    /// message's events go through the retry queue and are sent again later. Recording the
+    /// outcome is not under it: while the database is away, consumption pauses and the
+    /// delivery waits for it instead. Keep it above NCANTO_TIMEOUT x (INLINE_RETRIES + 1) plus the
     /// retry delays, times the calls of a chunk (WRITE_BATCH_EVENTS / NCANTO_BATCH_SIZE), or a
     /// merely slow Ncanto turns into repeated deliveries.
     #[arg(long, env = "DELIVERY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]

@@ -1,17 +1,30 @@
 //! Consuming the forward queue: one task per delivery (at most `PREFETCH` at once), manual
 //! acks, and a reconnect loop.
 //!
-//! Each delivery (its Ncanto calls and the state update) runs under `DELIVERY_TIMEOUT`, so a
-//! message never holds a prefetch slot forever. A delivery cut short is a transient failure
-//! like any other: the message's events go to the next retry queue (or, out of attempts, are
-//! parked) and the message is acknowledged only once that is durable. Events Ncanto took
-//! before the deadline are sent again — duplicates, never losses.
+//! **What one delivery does.** A message carries some events of one chunk — all of them, or a
+//! part (see [`interaction_bus::Positions`]). The delivery:
+//! 1. asks the store which of its positions are still undone
+//!    ([`interaction_store::Store::undone_positions`]) and keeps only those events: a message
+//!    whose events were all handled before (a relay re-publish, a redelivery after a crash) is
+//!    acknowledged without a call; one that overlaps others sends only the rest;
+//! 2. sends them to Ncanto ([`deliver_chunk`]) under `DELIVERY_TIMEOUT`; a delivery cut short
+//!    is a transient failure like any other;
+//! 3. settles the outcome, in this order: the events to retry go to a retry queue, and the
+//!    events refused (or out of attempts) to the parked queue — each a message of its own part,
+//!    published with confirm; then ONE statement records the positions delivered and refused,
+//!    with a failure row per refused event ([`interaction_store::Store::record_outcome`]);
+//!    then the message is acknowledged.
 //!
-//! A message is acknowledged only after its outcome is durable: events delivered and the chunk
-//! marked `forwarded`; or the rest safely in a retry queue; or the failures recorded and
-//! parked. Anything that cannot be made durable (database or broker away) leaves the message
-//! unacknowledged for redelivery — delivery is at-least-once, and a chunk already forwarded is
-//! skipped when it comes again.
+//! Publishing before recording means a crash in between redelivers the message and, at worst,
+//! sends or parks some events twice — never marks anything done that is not. Recording is
+//! idempotent, so doing it again is harmless.
+//!
+//! **When the database or the publisher is away** a delivery does not hand its message back
+//! (each return counts towards the queue's delivery limit): it reports the outage, which
+//! pauses consumption ([`crate::pause`]), and waits where it stopped until both are back.
+//! Only errors that are not an outage — a statement the database refuses — hand the message
+//! back, after a pause; on its last delivery before the broker would dead-letter it without a
+//! word, it is parked by us instead, with the reason.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,30 +37,37 @@ use interaction_bus::lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
 };
 use interaction_bus::lapin::types::{AMQPValue, FieldTable, LongString};
-use interaction_bus::{Envelope, Publisher, Topology, declare_topology};
+use interaction_bus::{
+    DELIVERY_LIMIT, Envelope, Positions, PublishError, Publisher, Route, Topology, declare_topology,
+};
 use interaction_core::Event;
 use interaction_runtime::reconnect_delay;
-use interaction_store::{Failure, Store};
+use interaction_store::{ChunkState, Failure, PartOutcome, Store, StoreError};
 use secrecy::SecretString;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::deliver::{ChunkOutcome, FailedEvent, Requeue, deliver_chunk};
 use crate::ncanto::NcantoClient;
+use crate::pause::{Dependency, Pause, ProbeBackoff};
 use crate::retry::{RetryPolicy, retry_queue_for};
 
 /// Header counting a message's trips through the retry queues.
 pub const ATTEMPT_HEADER: &str = "x-attempt";
-/// Header marking a message re-driven from the parked queue by an operator.
+/// Header marking a message re-driven from the parked queue by an operator: its refused
+/// events are tried again.
 pub const REDRIVEN_HEADER: &str = "x-redriven";
 /// Header saying why a message was parked.
 pub const REASON_HEADER: &str = "x-park-reason";
 /// Header with the last failure of a message sent to a retry queue.
 pub const LAST_ERROR_HEADER: &str = "x-last-error";
+/// The quorum queue's count of earlier returns of a message (set by RabbitMQ).
+pub const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 
-/// How long to hold a message before handing it back when the database is away: without it,
-/// every prefetched message would bounce between broker and consumer as fast as they can.
-const UNAVAILABLE_PAUSE: Duration = Duration::from_secs(2);
+/// How long to wait before handing back a message the database refused to handle (not an
+/// outage): without it, a refused message would bounce between broker and consumer as fast as
+/// they can.
+const REQUEUE_PAUSE: Duration = Duration::from_secs(2);
 
 /// Everything a delivery needs.
 pub struct Context {
@@ -67,19 +87,31 @@ pub struct Context {
     pub amqp_ca_file: Option<PathBuf>,
     /// Deliveries at once.
     pub prefetch: u16,
-    /// Deadline of one delivery (Ncanto calls + state update).
+    /// Deadline of one delivery's Ncanto calls.
     pub delivery_timeout: Duration,
     /// Whether the consumer is attached to the queue (for `/health` and `/readyz`).
     pub consuming: AtomicBool,
-    /// Deliveries being handled.
+    /// Deliveries being handled (held ones included).
     pub in_flight: AtomicUsize,
+    /// Whether consumption is paused because the database or the publisher is away.
+    pub pause: Pause,
 }
 
-/// Consumes until `stop` turns true, reconnecting whenever the connection is lost. On stop,
-/// cancels the consumer, finishes the deliveries in hand, and leaves the rest unacknowledged
-/// for redelivery.
+/// Consumes until `stop` turns true, reconnecting whenever the connection is lost and pausing
+/// while the database or the publisher is away. On stop, cancels the consumer, finishes the
+/// deliveries in hand, and leaves the rest unacknowledged for redelivery.
 pub async fn consume(context: Arc<Context>, mut stop: watch::Receiver<bool>) {
     let mut failures = 0u32;
+    // Take no work before retries and parking can be published: otherwise the first
+    // deliveries would only be held while the publisher is still connecting.
+    tokio::select! {
+        connected = context.publisher.wait_connected(Duration::from_secs(10)) => {
+            if !connected {
+                context.pause.report(Dependency::Publisher, PublishError::NotConnected);
+            }
+        }
+        _ = stop.wait_for(|s| *s) => return,
+    }
     loop {
         if *stop.borrow() {
             return;
@@ -103,21 +135,38 @@ pub async fn consume(context: Arc<Context>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Probes the database and the publisher while consumption is paused, and resumes it when
+/// both answer; returns when `stop` turns true.
+pub async fn supervise_pause(context: Arc<Context>, stop: watch::Receiver<bool>) {
+    let (store, publisher) = (&context.store, &context.publisher);
+    let probe = move || async move {
+        store
+            .ping()
+            .await
+            .map_err(|e| (Dependency::Database, e.to_string()))?;
+        if !publisher.is_connected() {
+            return Err((
+                Dependency::Publisher,
+                PublishError::NotConnected.to_string(),
+            ));
+        }
+        Ok(())
+    };
+    crate::pause::supervise(&context.pause, ProbeBackoff::default(), probe, stop).await;
+}
+
+/// Why the consumer stopped taking deliveries.
+enum Detach {
+    Stopping,
+    Paused,
+    Failed(anyhow::Error),
+}
+
 async fn consume_once(
     context: &Arc<Context>,
     stop: &mut watch::Receiver<bool>,
     failures: &mut u32,
 ) -> anyhow::Result<()> {
-    // Take no work before retries and parking can be published: otherwise the first
-    // deliveries would bounce back while the publisher is still connecting.
-    tokio::select! {
-        connected = context.publisher.wait_connected(Duration::from_secs(30)) => {
-            if !connected {
-                anyhow::bail!("the publisher cannot reach the broker");
-            }
-        }
-        _ = stop.wait_for(|s| *s) => return Ok(()),
-    }
     let connection = interaction_bus::connect_named(
         &context.amqp_url,
         context.amqp_ca_file.as_deref(),
@@ -131,47 +180,104 @@ async fn consume_once(
     channel
         .basic_qos(context.prefetch.max(1), BasicQosOptions::default())
         .await?;
-    let tag = format!("forwarder-{}", std::process::id());
-    let mut consumer = channel
-        .basic_consume(
-            context.topology.forward_queue().as_str().into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    context.consuming.store(true, Ordering::SeqCst);
-    *failures = 0;
-    log::info!(
-        "consuming {} (prefetch {})",
-        context.topology.forward_queue(),
-        context.prefetch
-    );
-
+    // Deliveries of this channel stop waiting when it stops being usable: their acks would
+    // fail, and the broker gives them to someone else.
+    let (halt, halted) = watch::channel(false);
+    let mut paused = context.pause.subscribe();
     let mut tasks = JoinSet::new();
-    let result = loop {
-        tokio::select! {
-            delivery = consumer.next() => match delivery {
-                Some(Ok(delivery)) => {
-                    let context = context.clone();
-                    tasks.spawn(async move { handle(&context, delivery).await });
+    let mut generation = 0u64;
+    let result = 'channel: loop {
+        // Paused: hold what is in hand, take nothing new.
+        loop {
+            if paused.borrow_and_update().is_none() {
+                break;
+            }
+            tokio::select! {
+                _ = paused.changed() => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = stop.wait_for(|s| *s) => break 'channel Ok(()),
+            }
+        }
+        generation += 1;
+        let tag = format!("forwarder-{}-{generation}", std::process::id());
+        let mut consumer = match channel
+            .basic_consume(
+                context.topology.forward_queue().as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+        {
+            Ok(consumer) => consumer,
+            Err(error) => break Err(anyhow::Error::from(error)),
+        };
+        context.consuming.store(true, Ordering::SeqCst);
+        *failures = 0;
+        log::info!(
+            "consuming {} (prefetch {})",
+            context.topology.forward_queue(),
+            context.prefetch
+        );
+        let detach = loop {
+            tokio::select! {
+                delivery = consumer.next() => match delivery {
+                    Some(Ok(delivery)) => {
+                        let (context, halted) = (context.clone(), halted.clone());
+                        tasks.spawn(async move { handle(&context, delivery, halted).await });
+                    }
+                    Some(Err(error)) => break Detach::Failed(error.into()),
+                    None => break Detach::Failed(anyhow::anyhow!("the broker cancelled the consumer")),
+                },
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = stop.wait_for(|s| *s) => break Detach::Stopping,
+                _ = paused.wait_for(Option::is_some) => break Detach::Paused,
+            }
+        };
+        context.consuming.store(false, Ordering::SeqCst);
+        match detach {
+            Detach::Failed(error) => break Err(error),
+            Detach::Stopping => {
+                // No new deliveries; those prefetched but not started go back on close.
+                let _ = channel
+                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                    .await;
+                log::info!("consumer cancelled; finishing {} deliveries", tasks.len());
+                break Ok(());
+            }
+            Detach::Paused => {
+                // Cancelling returns nothing: unacknowledged deliveries stay ours, uncounted.
+                if let Err(error) = channel
+                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                    .await
+                {
+                    break Err(error.into());
                 }
-                Some(Err(error)) => break Err(anyhow::Error::from(error)),
-                None => break Err(anyhow::anyhow!("the broker cancelled the consumer")),
-            },
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            _ = stop.wait_for(|s| *s) => break Ok(()),
+                // What the broker sent before the cancel took effect is held like the rest.
+                loop {
+                    tokio::select! {
+                        delivery = consumer.next() => match delivery {
+                            Some(Ok(delivery)) => {
+                                let (context, halted) = (context.clone(), halted.clone());
+                                tasks.spawn(async move { handle(&context, delivery, halted).await });
+                            }
+                            Some(Err(error)) => break 'channel Err(error.into()),
+                            None => break,
+                        },
+                        _ = stop.wait_for(|s| *s) => break 'channel Ok(()),
+                    }
+                }
+                log::info!(
+                    "consumer cancelled while paused; holding {} deliveries",
+                    tasks.len()
+                );
+            }
         }
     };
     context.consuming.store(false, Ordering::SeqCst);
-    if result.is_ok() {
-        // No new deliveries; those prefetched but not started go back on close.
-        let _ = channel
-            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-            .await;
-        log::info!("consumer cancelled; finishing {} deliveries", tasks.len());
-    }
-    // Deliveries in hand finish (their acks need the channel, so it stays open until then).
+    // Deliveries waiting for a dependency give up (unacknowledged: redelivered later); those
+    // under way finish, and their acks need the channel, so it stays open until then.
+    halt.send_replace(true);
     while tasks.join_next().await.is_some() {}
     let _ = channel.close(200, "forwarder stopping".into()).await;
     let _ = connection.close(200, "forwarder stopping".into()).await;
@@ -201,6 +307,15 @@ pub fn header_flag(headers: Option<&FieldTable>, name: &str) -> bool {
     )
 }
 
+/// Reads a text header.
+pub fn header_text(headers: Option<&FieldTable>, name: &str) -> Option<String> {
+    match headers?.inner().get(name)? {
+        AMQPValue::LongString(text) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),
+        AMQPValue::ShortString(text) => Some(text.as_str().to_owned()),
+        _ => None,
+    }
+}
+
 /// A header value of text, cut to a size brokers and UIs handle well.
 pub fn text_header(text: &str) -> AMQPValue {
     let cut: String = text.chars().take(1000).collect();
@@ -225,28 +340,131 @@ impl Drop for InFlight<'_> {
 }
 
 /// What to do with the delivery once handled.
+#[derive(Debug)]
 enum Settle {
     Ack,
-    /// Hand it back for redelivery (after a pause).
-    Retry,
+    /// Hand it back for redelivery (after a pause), or park it if this was its last chance.
+    Requeue(String),
+    /// Leave it unacknowledged: the channel is going away and the broker redelivers it.
+    Abandon,
 }
 
-async fn handle(context: &Context, delivery: Delivery) {
+/// Why a step of a delivery failed.
+#[derive(Debug)]
+enum StepError {
+    /// A dependency is away: pause, wait, and try the step again.
+    Unavailable(Dependency, String),
+    /// Anything else: give the message up to redelivery.
+    Failed(String),
+}
+
+impl From<StoreError> for StepError {
+    fn from(error: StoreError) -> Self {
+        if error.is_unavailable() {
+            StepError::Unavailable(Dependency::Database, error.to_string())
+        } else {
+            StepError::Failed(error.to_string())
+        }
+    }
+}
+
+impl From<PublishError> for StepError {
+    /// Every publish failure is the publisher's: not connected, no confirm, or a route that
+    /// is missing (it re-declares the topology) — all worth waiting out rather than counting.
+    fn from(error: PublishError) -> Self {
+        StepError::Unavailable(Dependency::Publisher, error.to_string())
+    }
+}
+
+/// How a delivery stopped short.
+#[derive(Debug)]
+enum Halt {
+    /// The channel is going away.
+    Stopping,
+    /// A step failed for good.
+    Failed(String),
+}
+
+impl From<Halt> for Settle {
+    fn from(halt: Halt) -> Self {
+        match halt {
+            Halt::Stopping => Settle::Abandon,
+            Halt::Failed(reason) => Settle::Requeue(reason),
+        }
+    }
+}
+
+/// Runs `step` until it succeeds. While a dependency is away, the step waits for the pause to
+/// end (reporting the outage starts it) and is tried again; the message stays in hand.
+async fn until_done<T, F>(
+    context: &Context,
+    halted: &mut watch::Receiver<bool>,
+    what: &str,
+    mut step: impl FnMut() -> F,
+) -> Result<T, Halt>
+where
+    F: Future<Output = Result<T, StepError>>,
+{
+    let mut retried = false;
+    loop {
+        if !context.pause.wait_running(halted).await {
+            return Err(Halt::Stopping);
+        }
+        match step().await {
+            Ok(value) => return Ok(value),
+            // One connection the database closed long ago (a restart, an idle timeout) is
+            // dropped by the pool on error: the next try gets a new one. Only a second failure
+            // means the database is away.
+            Err(StepError::Unavailable(Dependency::Database, _)) if !retried => retried = true,
+            Err(StepError::Unavailable(dependency, reason)) => {
+                metrics::counter!("forwarder_steps_held_total", "dependency" => dependency.as_str())
+                    .increment(1);
+                context
+                    .pause
+                    .report(dependency, format_args!("{what}: {reason}"));
+            }
+            Err(StepError::Failed(reason)) => {
+                return Err(Halt::Failed(format!("{what}: {reason}")));
+            }
+        }
+    }
+}
+
+async fn handle(context: &Context, delivery: Delivery, mut halted: watch::Receiver<bool>) {
     let _in_flight = InFlight::enter(&context.in_flight);
     let settle = match Envelope::decode(&delivery.data) {
-        Ok(envelope) => process(context, &delivery, envelope).await,
-        Err(error) => park_undecodable(context, &delivery, &error.to_string()).await,
+        Ok(envelope) => process(context, &delivery, envelope, &mut halted).await,
+        Err(error) => {
+            let reason = format!("undecodable message: {error}");
+            park_as_is(context, &delivery, &reason, "undecodable", &mut halted).await
+        }
     };
     let result = match settle {
         Settle::Ack => delivery.ack(BasicAckOptions::default()).await,
-        Settle::Retry => {
-            tokio::time::sleep(UNAVAILABLE_PAUSE).await;
-            delivery
-                .nack(BasicNackOptions {
-                    multiple: false,
-                    requeue: true,
-                })
-                .await
+        Settle::Abandon => return,
+        Settle::Requeue(reason) => {
+            let headers = delivery.properties.headers().as_ref();
+            let returned = header_number(headers, DELIVERY_COUNT_HEADER).unwrap_or(0);
+            if returned + 1 >= DELIVERY_LIMIT {
+                // One more return and the broker parks it silently: park it ourselves.
+                let reason = format!("gave up after {} deliveries: {reason}", returned + 1);
+                match park_as_is(context, &delivery, &reason, "delivery_limit", &mut halted).await {
+                    Settle::Ack => {
+                        record_given_up(context, &delivery, &reason).await;
+                        delivery.ack(BasicAckOptions::default()).await
+                    }
+                    _ => return,
+                }
+            } else {
+                log::warn!("handing a message back for redelivery: {reason}");
+                tokio::time::sleep(REQUEUE_PAUSE).await;
+                delivery
+                    .nack(BasicNackOptions {
+                        multiple: false,
+                        requeue: true,
+                    })
+                    .await
+            }
         }
     };
     if let Err(error) = result {
@@ -255,77 +473,175 @@ async fn handle(context: &Context, delivery: Delivery) {
     }
 }
 
-async fn park_undecodable(context: &Context, delivery: &Delivery, reason: &str) -> Settle {
-    let reason = format!("undecodable message: {reason}");
+/// Parks a message exactly as it came, with `reason`; `Settle::Ack` once it is parked.
+async fn park_as_is(
+    context: &Context,
+    delivery: &Delivery,
+    reason: &str,
+    why: &'static str,
+    halted: &mut watch::Receiver<bool>,
+) -> Settle {
     log::warn!("parking a message: {reason}");
     let mut headers = FieldTable::default();
-    headers.insert(REASON_HEADER.into(), text_header(&reason));
+    headers.insert(REASON_HEADER.into(), text_header(reason));
     let id = delivery
         .properties
         .message_id()
         .as_ref()
         .map(|id| id.as_str().to_owned())
         .unwrap_or_default();
-    match context
-        .publisher
-        .publish_bytes(
-            &context.topology.parked_route(),
-            &delivery.data,
-            &id,
-            headers,
-        )
-        .await
-    {
+    let (publisher, route, id, headers) = (
+        &context.publisher,
+        &context.topology.parked_route(),
+        id.as_str(),
+        &headers,
+    );
+    let parked = until_done(context, halted, "parking a message", move || async move {
+        Ok(publisher
+            .publish_bytes(route, &delivery.data, id, headers.clone())
+            .await?)
+    })
+    .await;
+    match parked {
         Ok(()) => {
-            metrics::counter!("forwarder_parked_messages_total", "why" => "undecodable")
-                .increment(1);
+            metrics::counter!("forwarder_parked_messages_total", "why" => why).increment(1);
             Settle::Ack
         }
-        Err(error) => {
-            log::warn!("could not park an undecodable message: {error}");
-            Settle::Retry
-        }
+        Err(halt) => halt.into(),
     }
 }
 
-async fn process(context: &Context, delivery: &Delivery, envelope: Envelope) -> Settle {
+/// Records the undone events of a message parked after too many deliveries as refused, so
+/// they have a failure row like every parked event. Best effort: the database refusing this
+/// message is what brought it here, so a failure is logged, not retried.
+async fn record_given_up(context: &Context, delivery: &Delivery, reason: &str) {
+    let Ok(envelope) = Envelope::decode(&delivery.data) else {
+        return;
+    };
+    let part = envelope.positions();
+    let recorded = async {
+        let undone = context
+            .store
+            .undone_positions(envelope.chunk_id, part.ranges(), false)
+            .await?
+            .map_or_else(|| part.clone(), Positions::from_ranges);
+        let refused: Vec<Failure<'_>> = part
+            .iter()
+            .zip(&envelope.events)
+            .filter(|(position, _)| undone.contains(*position))
+            .map(|(position, event)| Failure {
+                position,
+                event,
+                reason: reason.to_owned(),
+                status: None,
+            })
+            .collect();
+        let outcome = PartOutcome {
+            delivered: Vec::new(),
+            refused,
+        };
+        context
+            .store
+            .record_outcome(envelope.chunk_id, &envelope.tenant, &outcome)
+            .await
+    };
+    if let Err(error) = recorded.await {
+        log::warn!(
+            "chunk {}: parked, but its failures could not be recorded: {error}",
+            envelope.chunk_id
+        );
+    }
+}
+
+/// The events of a message still to deliver, with their positions in the chunk (ascending).
+#[derive(Debug, Clone, PartialEq)]
+struct Work {
+    positions: Vec<u32>,
+    events: Vec<Event>,
+}
+
+impl Work {
+    /// The events of `envelope` at the positions in `undone`.
+    fn select(envelope: Envelope, undone: &Positions) -> Self {
+        let (positions, events) = envelope
+            .positions()
+            .iter()
+            .zip(envelope.events)
+            .filter(|(position, _)| undone.contains(*position))
+            .unzip();
+        Self { positions, events }
+    }
+
+    /// The positions and events at `indexes` (any order), in chunk order.
+    fn part(&self, indexes: impl IntoIterator<Item = usize>) -> (Positions, Vec<Event>) {
+        let mut indexes: Vec<usize> = indexes
+            .into_iter()
+            .filter(|i| *i < self.events.len())
+            .collect();
+        indexes.sort_unstable();
+        indexes.dedup();
+        let positions = Positions::from_positions(indexes.iter().map(|i| self.positions[*i]));
+        let events = indexes.iter().map(|i| self.events[*i].clone()).collect();
+        (positions, events)
+    }
+}
+
+async fn process(
+    context: &Context,
+    delivery: &Delivery,
+    envelope: Envelope,
+    halted: &mut watch::Receiver<bool>,
+) -> Settle {
     let headers = delivery.properties.headers().as_ref();
     let attempt = header_number(headers, ATTEMPT_HEADER)
         .and_then(|n| u32::try_from(n).ok())
         .unwrap_or(0);
     let redriven = header_flag(headers, REDRIVEN_HEADER);
     let chunk_id = envelope.chunk_id;
+    let tenant = envelope.tenant.clone();
+    let part = envelope.positions();
 
-    // A chunk forwarded before (a relay re-publish, a redelivery after a crash) is skipped.
-    match context.store.chunk_state(chunk_id).await {
-        Ok(Some(state)) if state == "forwarded" => {
-            metrics::counter!("forwarder_chunks_skipped_total").increment(1);
-            log::debug!("chunk {chunk_id} already forwarded; skipped");
-            return Settle::Ack;
-        }
-        Ok(_) => {}
-        Err(error) => {
-            log::warn!("chunk {chunk_id}: database unavailable ({error}); will retry");
-            return Settle::Retry;
-        }
+    let (store, ranges) = (&context.store, part.ranges());
+    let undone = until_done(
+        context,
+        halted,
+        "reading the chunk's delivery state",
+        move || async move { Ok(store.undone_positions(chunk_id, ranges, redriven).await?) },
+    )
+    .await;
+    let undone = match undone {
+        Ok(Some(ranges)) => Positions::from_ranges(ranges),
+        // No such chunk (never stored here, or deleted by retention): deliver what came.
+        Ok(None) => part.clone(),
+        Err(halt) => return halt.into(),
+    };
+    let work = Work::select(envelope, &undone);
+    if work.events.is_empty() {
+        metrics::counter!("forwarder_chunks_skipped_total").increment(1);
+        log::debug!(
+            "chunk {chunk_id}: the {} events of this message were handled before; skipped",
+            part.len()
+        );
+        return Settle::Ack;
+    }
+    if work.events.len() < part.len() {
+        let skipped = part.len() - work.events.len();
+        metrics::counter!("forwarder_events_skipped_total").increment(skipped as u64);
+        log::debug!("chunk {chunk_id}: {skipped} events of this message were handled before");
     }
 
-    let delivery = async {
-        let outcome = deliver_chunk(
-            &context.client,
-            &context.policy,
-            &envelope.tenant,
-            &envelope.events,
-            attempt,
-        )
-        .await;
-        settle_outcome(context, &envelope, attempt, redriven, outcome).await
-    };
-    match tokio::time::timeout(context.delivery_timeout, delivery).await {
-        Ok(settle) => settle,
+    let sent = deliver_chunk(
+        &context.client,
+        &context.policy,
+        &tenant,
+        &work.events,
+        attempt,
+    );
+    let outcome = match tokio::time::timeout(context.delivery_timeout, sent).await {
+        Ok(outcome) => outcome,
         Err(_) => {
-            // Whatever was in flight is dropped (the HTTP call is cancelled). The chunk was
-            // not marked forwarded, so the message is handled as a transient failure.
+            // Whatever was in flight is dropped (the HTTP call is cancelled); the events are
+            // handled as after a transient failure.
             metrics::counter!("forwarder_delivery_timeouts_total").increment(1);
             let reason = format!(
                 "delivery deadline exceeded (DELIVERY_TIMEOUT {:?})",
@@ -333,33 +649,39 @@ async fn process(context: &Context, delivery: &Delivery, envelope: Envelope) -> 
             );
             log::warn!(
                 "chunk {chunk_id}: {reason}; its {} events go through the retry path",
-                envelope.events.len()
+                work.events.len()
             );
-            let outcome = deadline_outcome(&envelope.events, attempt, &context.policy, reason);
-            settle_outcome(context, &envelope, attempt, redriven, outcome).await
+            deadline_outcome(work.events.len(), attempt, &context.policy, reason)
         }
-    }
+    };
+    metrics::counter!("forwarder_events_forwarded_total")
+        .increment(outcome.delivered_count() as u64);
+    let settlement = plan(
+        &context.topology,
+        &tenant,
+        chunk_id,
+        &work,
+        outcome,
+        attempt,
+        redriven,
+    );
+    settle(context, settlement, halted).await
 }
 
-/// The outcome of a delivery cut short by its deadline, on the message's `attempt`-th trip
-/// through the retry queues: every event is retried through the next retry queue, as after a
-/// transient Ncanto failure — or, out of attempts, recorded as failed and parked.
-fn deadline_outcome(
-    events: &[Event],
-    attempt: u32,
-    policy: &RetryPolicy,
-    reason: String,
-) -> ChunkOutcome {
+/// The outcome of a delivery of `n` events cut short by its deadline, on the message's
+/// `attempt`-th trip through the retry queues: every event is retried through the next retry
+/// queue, as after a transient Ncanto failure — or, out of attempts, recorded as failed and
+/// parked.
+fn deadline_outcome(n: usize, attempt: u32, policy: &RetryPolicy, reason: String) -> ChunkOutcome {
     if attempt >= policy.max_attempts {
         let reason = format!(
             "gave up after {} retry rounds; last failure: {reason}",
             attempt + 1
         );
         ChunkOutcome {
-            failed: events
-                .iter()
-                .map(|event| FailedEvent {
-                    event: event.clone(),
+            failed: (0..n)
+                .map(|index| FailedEvent {
+                    index,
                     reason: reason.clone(),
                     status: None,
                 })
@@ -369,7 +691,7 @@ fn deadline_outcome(
     } else {
         ChunkOutcome {
             requeue: Some(Requeue {
-                events: events.to_vec(),
+                indexes: std::iter::once(0..n).collect(),
                 queue: retry_queue_for(attempt + 1, None, &policy.queue_delays),
                 reason,
             }),
@@ -378,67 +700,76 @@ fn deadline_outcome(
     }
 }
 
-async fn settle_outcome(
-    context: &Context,
-    envelope: &Envelope,
+/// A message to publish while settling.
+#[derive(Debug, Clone)]
+struct Outbound {
+    route: Route,
+    envelope: Envelope,
+    headers: FieldTable,
+    /// For the log line: the retry delay, or the park reason.
+    note: String,
+}
+
+/// Everything a delivery's outcome leads to, decided before any of it is done.
+#[derive(Debug, Clone)]
+struct Settlement {
+    chunk_id: i64,
+    tenant: String,
+    /// Positions delivered.
+    delivered: Positions,
+    /// Refused events: position, event, reason, Ncanto's status.
+    refused: Vec<(u32, Event, String, Option<u16>)>,
+    /// The events to retry, as a message of their own part.
+    requeue: Option<Outbound>,
+    /// The refused events, as a message of their own part.
+    park: Option<Outbound>,
+}
+
+/// Maps an outcome (indexes into `work`) onto positions of the chunk and the messages to send.
+fn plan(
+    topology: &Topology,
+    tenant: &str,
+    chunk_id: i64,
+    work: &Work,
+    outcome: ChunkOutcome,
     attempt: u32,
     redriven: bool,
-    outcome: ChunkOutcome,
-) -> Settle {
-    let chunk_id = envelope.chunk_id;
-    metrics::counter!("forwarder_events_forwarded_total").increment(outcome.delivered as u64);
-
-    if !outcome.failed.is_empty() {
-        let failures: Vec<Failure<'_>> = outcome
-            .failed
-            .iter()
-            .map(|f| Failure {
-                event: &f.event,
-                reason: f.reason.clone(),
-                status: f.status,
-            })
-            .collect();
-        if let Err(error) = context
-            .store
-            .record_failures(chunk_id, &envelope.tenant, &failures)
-            .await
-        {
-            log::warn!("chunk {chunk_id}: cannot record failures ({error}); will retry");
-            return Settle::Retry;
-        }
-        let parked = Envelope::new(
-            envelope.tenant.clone(),
-            chunk_id,
-            outcome.failed.iter().map(|f| f.event.clone()).collect(),
-        );
+) -> Settlement {
+    let delivered = work.part(outcome.delivered.iter().cloned().flatten()).0;
+    let mut failed = outcome.failed;
+    failed.sort_by_key(|f| f.index);
+    failed.dedup_by_key(|f| f.index);
+    failed.retain(|f| f.index < work.events.len());
+    let refused: Vec<(u32, Event, String, Option<u16>)> = failed
+        .iter()
+        .map(|f| {
+            (
+                work.positions[f.index],
+                work.events[f.index].clone(),
+                f.reason.clone(),
+                f.status,
+            )
+        })
+        .collect();
+    let park = failed.first().map(|first| {
+        let (positions, events) = work.part(failed.iter().map(|f| f.index));
         let mut headers = FieldTable::default();
-        headers.insert(REASON_HEADER.into(), text_header(&outcome.failed[0].reason));
+        headers.insert(REASON_HEADER.into(), text_header(&first.reason));
         headers.insert(
             ATTEMPT_HEADER.into(),
             AMQPValue::LongLongInt(i64::from(attempt)),
         );
-        if let Err(error) = context
-            .publisher
-            .publish_with(&context.topology.parked_route(), &parked, headers)
-            .await
-        {
-            log::warn!("chunk {chunk_id}: cannot park failed events ({error}); will retry");
-            return Settle::Retry;
+        Outbound {
+            route: topology.parked_route(),
+            envelope: Envelope::part(tenant, chunk_id, positions, events),
+            headers,
+            note: first.reason.clone(),
         }
-        metrics::counter!("forwarder_events_failed_total").increment(outcome.failed.len() as u64);
-        metrics::counter!("forwarder_parked_messages_total", "why" => "failed").increment(1);
-        log::warn!(
-            "chunk {chunk_id}: {} events parked: {}",
-            outcome.failed.len(),
-            outcome.failed[0].reason
-        );
-    }
-
-    if let Some(requeue) = outcome.requeue {
-        let queues = context.topology.retry_queues();
-        let Some((queue, delay)) = queues.get(requeue.queue).or(queues.last()).cloned() else {
-            return Settle::Retry;
-        };
+    });
+    let requeue = outcome.requeue.and_then(|requeue| {
+        let queues = topology.retry_queues();
+        let (queue, delay) = queues.get(requeue.queue).or(queues.last()).cloned()?;
+        let (positions, events) = work.part(requeue.indexes.into_iter().flatten());
         let mut headers = FieldTable::default();
         headers.insert(
             ATTEMPT_HEADER.into(),
@@ -446,51 +777,132 @@ async fn settle_outcome(
         );
         headers.insert(LAST_ERROR_HEADER.into(), text_header(&requeue.reason));
         headers.insert(REDRIVEN_HEADER.into(), AMQPValue::Boolean(redriven));
-        let rest = Envelope::new(envelope.tenant.clone(), chunk_id, requeue.events);
-        if let Err(error) = context
-            .publisher
-            .publish_with(&Topology::queue_route(queue), &rest, headers)
-            .await
-        {
-            log::warn!("chunk {chunk_id}: cannot requeue ({error}); will retry");
-            return Settle::Retry;
+        Some(Outbound {
+            route: Topology::queue_route(queue),
+            envelope: Envelope::part(tenant, chunk_id, positions, events),
+            headers,
+            note: format!("in {delay:?} (attempt {}): {}", attempt + 1, requeue.reason),
+        })
+    });
+    Settlement {
+        chunk_id,
+        tenant: tenant.to_owned(),
+        delivered,
+        refused,
+        requeue,
+        park,
+    }
+}
+
+/// Does what `settlement` says, each step waiting out outages, then acknowledges.
+async fn settle(
+    context: &Context,
+    settlement: Settlement,
+    halted: &mut watch::Receiver<bool>,
+) -> Settle {
+    let chunk_id = settlement.chunk_id;
+    let publisher = &context.publisher;
+    if let Some(requeue) = &settlement.requeue {
+        let sent = until_done(
+            context,
+            halted,
+            "sending events to a retry queue",
+            move || async move {
+                Ok(publisher
+                    .publish_with(&requeue.route, &requeue.envelope, requeue.headers.clone())
+                    .await?)
+            },
+        )
+        .await;
+        if let Err(halt) = sent {
+            return halt.into();
         }
         metrics::counter!("forwarder_requeued_total").increment(1);
         log::info!(
-            "chunk {chunk_id}: {} events retried in {delay:?} (attempt {}): {}",
-            rest.events.len(),
-            attempt + 1,
-            requeue.reason
+            "chunk {chunk_id}: {} events retried {}",
+            requeue.envelope.events.len(),
+            requeue.note
         );
+    }
+    if let Some(park) = &settlement.park {
+        let parked = until_done(
+            context,
+            halted,
+            "parking refused events",
+            move || async move {
+                Ok(publisher
+                    .publish_with(&park.route, &park.envelope, park.headers.clone())
+                    .await?)
+            },
+        )
+        .await;
+        if let Err(halt) = parked {
+            return halt.into();
+        }
+        metrics::counter!("forwarder_events_failed_total")
+            .increment(park.envelope.events.len() as u64);
+        metrics::counter!("forwarder_parked_messages_total", "why" => "failed").increment(1);
+        log::warn!(
+            "chunk {chunk_id}: {} events parked: {}",
+            park.envelope.events.len(),
+            park.note
+        );
+    }
+    let outcome = PartOutcome {
+        delivered: settlement.delivered.ranges().to_vec(),
+        refused: settlement
+            .refused
+            .iter()
+            .map(|(position, event, reason, status)| Failure {
+                position: *position,
+                event,
+                reason: reason.clone(),
+                status: *status,
+            })
+            .collect(),
+    };
+    if outcome.delivered.is_empty() && outcome.refused.is_empty() {
         return Settle::Ack;
     }
-
-    if outcome.failed.is_empty() {
-        // Everything this message carried arrived. A re-drive that succeeds resolves the
-        // chunk's earlier failures; otherwise a `failed` chunk stays failed.
-        if let Err(error) = context.store.mark_forwarded(chunk_id, redriven).await {
-            log::warn!("chunk {chunk_id}: delivered but not marked ({error}); will retry");
-            return Settle::Retry;
+    let (store, tenant, outcome) = (&context.store, settlement.tenant.as_str(), &outcome);
+    let recorded = until_done(
+        context,
+        halted,
+        "recording the delivery",
+        move || async move { Ok(store.record_outcome(chunk_id, tenant, outcome).await?) },
+    )
+    .await;
+    match recorded {
+        Ok(state) => {
+            if state == Some(ChunkState::Forwarded) {
+                log::debug!("chunk {chunk_id}: every event delivered");
+            }
+            Settle::Ack
         }
+        Err(halt) => halt.into(),
     }
-    Settle::Ack
 }
 
 #[cfg(test)]
+// Lists of position ranges, where one range is as normal as several.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 
-    fn events(n: usize) -> Vec<Event> {
-        let event: Event = serde_json::from_value(serde_json::json!({
+    fn event(n: usize) -> Event {
+        serde_json::from_value(serde_json::json!({
             "timestamp": "2025-07-09T10:15:00Z",
-            "subscriber": "user_1",
+            "subscriber": format!("user_{n}"),
             "assetId": "asset_1",
             "interaction": "play",
             "ratingEquivalent": 0.5,
             "setting": {"device": "web"}
         }))
-        .unwrap();
-        vec![event; n]
+        .unwrap()
+    }
+
+    fn events(n: usize) -> Vec<Event> {
+        (0..n).map(event).collect()
     }
 
     fn policy(max_attempts: u32) -> RetryPolicy {
@@ -514,17 +926,12 @@ mod tests {
             (0, 0, None),
         ];
         for (attempt, max_attempts, queue) in table {
-            let outcome =
-                deadline_outcome(&events(3), attempt, &policy(max_attempts), "late".into());
-            assert_eq!(outcome.delivered, 0, "{attempt}");
+            let outcome = deadline_outcome(3, attempt, &policy(max_attempts), "late".into());
+            assert_eq!(outcome.delivered_count(), 0, "{attempt}");
             match queue {
                 Some(queue) => {
                     let requeue = outcome.requeue.unwrap();
-                    assert_eq!(
-                        (requeue.queue, requeue.events.len()),
-                        (queue, 3),
-                        "{attempt}"
-                    );
+                    assert_eq!((requeue.queue, requeue.indexes), (queue, vec![0..3]));
                     assert_eq!(requeue.reason, "late");
                     assert!(outcome.failed.is_empty());
                 }
@@ -534,6 +941,127 @@ mod tests {
                     assert!(outcome.failed[0].reason.contains("last failure: late"));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn only_the_undone_events_of_a_message_are_selected_with_their_positions() {
+        let whole = Envelope::new("t", 1, events(6));
+        let part = Envelope::part("t", 1, Positions::from_positions([2, 3, 7]), events(3));
+        // (message, undone positions) → positions selected
+        let table: [(&Envelope, Positions, Vec<u32>); 5] = [
+            (&whole, Positions::whole(6), vec![0, 1, 2, 3, 4, 5]),
+            (&whole, Positions::from_ranges([1..3, 5..9]), vec![1, 2, 5]),
+            (&whole, Positions::default(), vec![]),
+            (&part, Positions::from_positions([3, 7]), vec![3, 7]),
+            (&part, Positions::from_positions([0, 1, 4]), vec![]),
+        ];
+        for (envelope, undone, expected) in table {
+            let work = Work::select(envelope.clone(), &undone);
+            assert_eq!(work.positions, expected, "{undone:?}");
+            // Each event stays paired with its own position.
+            let all = envelope.positions().iter().collect::<Vec<_>>();
+            for (position, event) in work.positions.iter().zip(&work.events) {
+                let index = all.iter().position(|p| p == position).unwrap();
+                assert_eq!(*event, envelope.events[index]);
+            }
+        }
+    }
+
+    #[test]
+    fn an_outcome_becomes_positions_of_the_chunk_and_messages_of_their_own_part() {
+        let topology = Topology::new("p");
+        // A re-driven message carrying positions 10..16 of chunk 9, of which 11 was done.
+        let envelope = Envelope::part("t", 9, Positions::from_ranges([10..16]), events(6));
+        let work = Work::select(envelope, &Positions::from_positions([10, 12, 13, 14, 15]));
+        assert_eq!(work.positions, [10, 12, 13, 14, 15]);
+        let outcome = ChunkOutcome {
+            delivered: vec![0..1, 3..4],
+            failed: vec![
+                FailedEvent {
+                    index: 2,
+                    reason: "400: no".into(),
+                    status: Some(400),
+                },
+                FailedEvent {
+                    index: 1,
+                    reason: "400: no".into(),
+                    status: Some(400),
+                },
+            ],
+            requeue: Some(Requeue {
+                indexes: vec![4..5],
+                queue: 1,
+                reason: "503".into(),
+            }),
+        };
+        let settlement = plan(&topology, "t", 9, &work, outcome, 2, true);
+        assert_eq!(settlement.delivered.ranges(), [10..11, 14..15]);
+        let refused: Vec<u32> = settlement.refused.iter().map(|r| r.0).collect();
+        assert_eq!(refused, [12, 13]);
+        assert_eq!(settlement.refused[0].1, work.events[1]);
+
+        let park = settlement.park.unwrap();
+        assert_eq!(park.route, topology.parked_route());
+        assert_eq!(park.envelope.part, Some(Positions::from_ranges([12..14])));
+        assert_eq!(park.envelope.events, work.events[1..3]);
+        assert_eq!(
+            header_text(Some(&park.headers), REASON_HEADER).as_deref(),
+            Some("400: no")
+        );
+
+        let requeue = settlement.requeue.unwrap();
+        assert_eq!(requeue.route.routing_key, topology.retry_queues()[1].0);
+        assert_eq!(requeue.envelope.part, Some(Positions::from_positions([15])));
+        assert_eq!(requeue.envelope.events, work.events[4..5]);
+        assert_eq!(
+            header_number(Some(&requeue.headers), ATTEMPT_HEADER),
+            Some(3)
+        );
+        assert!(
+            header_flag(Some(&requeue.headers), REDRIVEN_HEADER),
+            "a retried re-drive stays a re-drive"
+        );
+        // Every selected position has exactly one outcome.
+        let mut all: Vec<u32> = settlement.delivered.iter().collect();
+        all.extend(refused);
+        all.extend(requeue.envelope.positions().iter());
+        all.sort_unstable();
+        assert_eq!(all, work.positions);
+    }
+
+    #[test]
+    fn a_clean_delivery_plans_no_messages() {
+        let work = Work::select(Envelope::new("t", 1, events(4)), &Positions::whole(4));
+        let outcome = ChunkOutcome {
+            delivered: vec![0..4],
+            ..ChunkOutcome::default()
+        };
+        let settlement = plan(&Topology::new("p"), "t", 1, &work, outcome, 0, false);
+        assert_eq!(settlement.delivered, Positions::whole(4));
+        assert!(settlement.requeue.is_none() && settlement.park.is_none());
+        assert!(settlement.refused.is_empty());
+    }
+
+    #[test]
+    fn store_errors_hold_the_message_only_when_the_database_is_away() {
+        let away = StepError::from(StoreError::Unavailable("refused".into()));
+        assert!(matches!(
+            away,
+            StepError::Unavailable(Dependency::Database, _)
+        ));
+        let refused = StepError::from(StoreError::Corrupt("bad row".into()));
+        assert!(matches!(refused, StepError::Failed(_)));
+        for error in [
+            PublishError::NotConnected,
+            PublishError::ConfirmTimeout,
+            PublishError::Returned,
+            PublishError::Nacked,
+        ] {
+            assert!(matches!(
+                StepError::from(error),
+                StepError::Unavailable(Dependency::Publisher, _)
+            ));
         }
     }
 }

@@ -5,6 +5,9 @@
 //! through a retry queue (nothing more is sent to an Ncanto that is failing). A permanent
 //! failure is narrowed down by halving the batch until the refused events are isolated, so
 //! the good events in it still arrive; the refused ones are reported as failed.
+//!
+//! Outcomes name events by their index in the slice given, so the caller can tell exactly
+//! which events of its message (and so which positions of the chunk) each outcome is about.
 
 use std::ops::Range;
 use std::time::Duration;
@@ -18,8 +21,8 @@ use crate::retry::{NextStep, RetryPolicy, SendError, next_step, retry_queue_for}
 /// An event that will not be delivered, and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FailedEvent {
-    /// The event.
-    pub event: Event,
+    /// Its index in the events given.
+    pub index: usize,
     /// Why, for people.
     pub reason: String,
     /// Ncanto's status, when it answered.
@@ -29,8 +32,8 @@ pub struct FailedEvent {
 /// Events to try again later through a retry queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Requeue {
-    /// The events still to deliver.
-    pub events: Vec<Event>,
+    /// Indexes (in the events given) of the events still to deliver, in order.
+    pub indexes: Vec<Range<usize>>,
     /// Index of the retry queue.
     pub queue: usize,
     /// The last failure, for logs.
@@ -40,12 +43,19 @@ pub struct Requeue {
 /// What became of a chunk's events.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ChunkOutcome {
-    /// Events Ncanto accepted.
-    pub delivered: usize,
+    /// Indexes (in the events given) of the events Ncanto accepted.
+    pub delivered: Vec<Range<usize>>,
     /// Events refused for good, or out of retries.
     pub failed: Vec<FailedEvent>,
     /// Events to retry later.
     pub requeue: Option<Requeue>,
+}
+
+impl ChunkOutcome {
+    /// How many events Ncanto accepted.
+    pub fn delivered_count(&self) -> usize {
+        self.delivered.iter().map(|r| r.len()).sum()
+    }
 }
 
 /// Delivers `events` of `tenant`, on the message's `attempt`-th trip through the retry
@@ -78,7 +88,7 @@ pub async fn deliver_chunk(
             continue;
         }
         match call.send_with_retries(range.clone()).await {
-            Ok(()) => outcome.delivered += range.len(),
+            Ok(()) => outcome.delivered.push(range),
             Err(SendError::Transient {
                 reason,
                 retry_after,
@@ -88,14 +98,14 @@ pub async fn deliver_chunk(
             }
             Err(SendError::Permanent { reason, status }) if range.len() == 1 => {
                 outcome.failed.push(FailedEvent {
-                    event: events[range.start].clone(),
+                    index: range.start,
                     reason,
                     status: Some(status),
                 });
             }
             Err(SendError::Permanent { .. }) => {
                 let (delivered, failed, transient) = call.isolate(range).await;
-                outcome.delivered += delivered;
+                outcome.delivered.extend(delivered);
                 outcome.failed.extend(failed);
                 if let Some((transient_range, reason, retry_after)) = transient {
                     last_transient = Some((reason, retry_after));
@@ -105,15 +115,13 @@ pub async fn deliver_chunk(
         }
     }
     if let Some((reason, retry_after)) = last_transient {
-        let rest: Vec<Event> = leftover
-            .into_iter()
-            .flat_map(|range| events[range].iter().cloned())
-            .collect();
+        // Halving pushes ranges out of order: the retried message keeps chunk order.
+        leftover.sort_by_key(|range| range.start);
         if attempt >= policy.max_attempts {
             outcome
                 .failed
-                .extend(rest.into_iter().map(|event| FailedEvent {
-                    event,
+                .extend(leftover.into_iter().flatten().map(|index| FailedEvent {
+                    index,
                     reason: format!(
                         "gave up after {} retry rounds; last failure: {reason}",
                         attempt + 1
@@ -122,7 +130,7 @@ pub async fn deliver_chunk(
                 }));
         } else {
             outcome.requeue = Some(Requeue {
-                events: rest,
+                indexes: leftover,
                 queue: retry_queue_for(attempt + 1, retry_after, &policy.queue_delays),
                 reason,
             });
@@ -169,18 +177,18 @@ impl Call<'_> {
         }
     }
 
-    /// Halves a refused batch until the refused events are alone. Returns the events
-    /// delivered on the way, those refused, and a range that failed transiently meanwhile
-    /// (with the reason), which goes to the retry queue.
+    /// Halves a refused batch until the refused events are alone. Returns the ranges
+    /// delivered on the way, the events refused, and the ranges that failed transiently
+    /// meanwhile (with the reason), which go to the retry queue.
     async fn isolate(
         &self,
         range: Range<usize>,
     ) -> (
-        usize,
+        Vec<Range<usize>>,
         Vec<FailedEvent>,
         Option<(Vec<Range<usize>>, String, Option<Duration>)>,
     ) {
-        let mut delivered = 0;
+        let mut delivered = Vec::new();
         let mut failed = Vec::new();
         let mut transient: Vec<Range<usize>> = Vec::new();
         let mut transient_reason = None;
@@ -192,10 +200,10 @@ impl Call<'_> {
                 continue;
             }
             match self.send_with_retries(part.clone()).await {
-                Ok(()) => delivered += part.len(),
+                Ok(()) => delivered.push(part),
                 Err(SendError::Permanent { reason, status }) if part.len() == 1 => {
                     failed.push(FailedEvent {
-                        event: self.events[part.start].clone(),
+                        index: part.start,
                         reason,
                         status: Some(status),
                     });

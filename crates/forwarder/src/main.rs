@@ -48,8 +48,13 @@ async fn main() -> anyhow::Result<()> {
             }
             let verb = if args.dry_run { "would move" } else { "moved" };
             println!(
-                "{verb} {} messages ({} events) of {} examined; {} undecodable left parked",
-                report.moved, report.events, report.examined, report.undecodable
+                "{verb} {} messages ({} events; {} dead-lettered by RabbitMQ) of {} examined; \
+                 {} undecodable left parked",
+                report.moved,
+                report.events,
+                report.dead_lettered,
+                report.examined,
+                report.undecodable
             );
         }
         Command::Replay(args) => {

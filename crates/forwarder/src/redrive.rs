@@ -3,6 +3,15 @@
 //! confirm) before its parked copy is acknowledged, so nothing is lost if the command dies;
 //! messages not selected — and a dry run's — go back to the parked queue untouched when the
 //! command's channel closes.
+//!
+//! Two kinds of message wait in the parked queue, and both are listed with their reason:
+//! - **parked by the forwarder** (`x-park-reason`): events Ncanto refused or that ran out of
+//!   retry attempts, each with an `event_failures` row. Re-driven with `x-redriven`, so the
+//!   forwarder tries those refused events again (and records them delivered if they arrive).
+//! - **dead-lettered by RabbitMQ** (no `x-park-reason`; the broker's `x-death` header says why,
+//!   e.g. `delivery_limit` after a message was handed back too often — a consumer that kept
+//!   crashing on it). Their events have no outcome recorded, so they are re-driven as ordinary
+//!   work: the forwarder delivers whatever of them is still undone.
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,7 +21,7 @@ use interaction_bus::lapin::types::{AMQPValue, FieldTable};
 use interaction_bus::{Envelope, Publisher, Topology, declare_topology};
 use secrecy::SecretString;
 
-use crate::consumer::{ATTEMPT_HEADER, REASON_HEADER, REDRIVEN_HEADER};
+use crate::consumer::{ATTEMPT_HEADER, REASON_HEADER, REDRIVEN_HEADER, header_text};
 
 /// Which parked messages to move.
 #[derive(Debug, Clone, Default)]
@@ -45,6 +54,8 @@ pub struct RedriveReport {
     pub events: usize,
     /// Messages left parked because they cannot be decoded (fix or delete them by hand).
     pub undecodable: usize,
+    /// Selected messages dead-lettered by RabbitMQ rather than parked by the forwarder.
+    pub dead_lettered: usize,
     /// `(chunk, reason)` of each selected message.
     pub selected: Vec<(i64, String)>,
 }
@@ -96,17 +107,10 @@ pub async fn redrive(
         if !filter.selects(&envelope) {
             continue;
         }
-        let reason = match delivery
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get(REASON_HEADER))
-        {
-            Some(AMQPValue::LongString(text)) => {
-                String::from_utf8_lossy(text.as_bytes()).into_owned()
-            }
-            _ => String::new(),
-        };
+        let (reason, parked_by) = parked_reason(delivery.properties.headers().as_ref());
+        if parked_by == ParkedBy::Broker {
+            report.dead_lettered += 1;
+        }
         report.selected.push((envelope.chunk_id, reason));
         report.moved += 1;
         report.events += envelope.events.len();
@@ -114,7 +118,11 @@ pub async fn redrive(
             continue;
         }
         let mut headers = FieldTable::default();
-        headers.insert(REDRIVEN_HEADER.into(), AMQPValue::Boolean(true));
+        // Only refused events are tried again; a broker dead letter is ordinary work.
+        headers.insert(
+            REDRIVEN_HEADER.into(),
+            AMQPValue::Boolean(parked_by == ParkedBy::Forwarder),
+        );
         headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(0));
         publisher
             .publish_with(&topology.forward_route(), &envelope, headers)
@@ -126,4 +134,114 @@ pub async fn redrive(
     let _ = channel.close(200, "redrive done".into()).await;
     let _ = connection.close(200, "redrive done".into()).await;
     Ok(report)
+}
+
+/// Who put a message in the parked queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParkedBy {
+    /// The forwarder, with `x-park-reason` (and a failure row per event).
+    Forwarder,
+    /// RabbitMQ's dead-lettering (`x-death`), or anyone else without a reason.
+    Broker,
+}
+
+/// Why a parked message is parked: the forwarder's `x-park-reason`, or else what the broker's
+/// most recent `x-death` entry says (reason, queue, count).
+pub fn parked_reason(headers: Option<&FieldTable>) -> (String, ParkedBy) {
+    if let Some(reason) = header_text(headers, REASON_HEADER) {
+        return (reason, ParkedBy::Forwarder);
+    }
+    let death = match headers.and_then(|h| h.inner().get("x-death")) {
+        // Most recent first.
+        Some(AMQPValue::FieldArray(deaths)) => match deaths.as_slice().first() {
+            Some(AMQPValue::FieldTable(death)) => Some(death.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let reason = match death {
+        Some(death) => {
+            let death = Some(&death);
+            format!(
+                "dead-lettered by RabbitMQ: {} in {} ({} times)",
+                header_text(death, "reason").unwrap_or_else(|| "unknown reason".into()),
+                header_text(death, "queue").unwrap_or_else(|| "an unknown queue".into()),
+                crate::consumer::header_number(death, "count").unwrap_or(1)
+            )
+        }
+        None => "parked without a reason (no x-park-reason, no x-death)".into(),
+    };
+    (reason, ParkedBy::Broker)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use interaction_bus::lapin::types::{FieldArray, LongString};
+
+    fn death(reason: &str, queue: &str, count: i64) -> AMQPValue {
+        let mut table = FieldTable::default();
+        table.insert(
+            "reason".into(),
+            AMQPValue::LongString(LongString::from(reason)),
+        );
+        table.insert(
+            "queue".into(),
+            AMQPValue::LongString(LongString::from(queue)),
+        );
+        table.insert("count".into(), AMQPValue::LongLongInt(count));
+        AMQPValue::FieldTable(table)
+    }
+
+    #[test]
+    fn the_reason_comes_from_the_forwarder_or_else_from_the_broker() {
+        let ours = {
+            let mut h = FieldTable::default();
+            h.insert(
+                REASON_HEADER.into(),
+                AMQPValue::LongString(LongString::from("400: refused")),
+            );
+            h.insert(
+                "x-death".into(),
+                AMQPValue::FieldArray(FieldArray::from(vec![death("expired", "p.retry.5s", 1)])),
+            );
+            h
+        };
+        let limit = {
+            let mut h = FieldTable::default();
+            h.insert(
+                "x-death".into(),
+                AMQPValue::FieldArray(FieldArray::from(vec![
+                    death("delivery_limit", "p.forward", 1),
+                    death("expired", "p.retry.5s", 2),
+                ])),
+            );
+            h
+        };
+        let table = [
+            (Some(ours), "400: refused", ParkedBy::Forwarder),
+            (
+                Some(limit),
+                "dead-lettered by RabbitMQ: delivery_limit in p.forward (1 times)",
+                ParkedBy::Broker,
+            ),
+            (
+                Some(FieldTable::default()),
+                "parked without a reason (no x-park-reason, no x-death)",
+                ParkedBy::Broker,
+            ),
+            (
+                None,
+                "parked without a reason (no x-park-reason, no x-death)",
+                ParkedBy::Broker,
+            ),
+        ];
+        for (headers, reason, by) in table {
+            assert_eq!(
+                parked_reason(headers.as_ref()),
+                (reason.to_owned(), by),
+                "{headers:?}"
+            );
+        }
+    }
 }

@@ -144,7 +144,7 @@ async fn send_until_settled(
         // Always a first attempt for the delivery logic: the waiting between rounds is done
         // here, by the operator's command, instead of by a retry queue.
         let outcome = deliver_chunk(client, policy, tenant, &remaining, 0).await;
-        report.sent += outcome.delivered as u64;
+        report.sent += outcome.delivered_count() as u64;
         if let Some(first) = outcome.failed.first() {
             report
                 .first_refusal
@@ -166,6 +166,10 @@ async fn send_until_settled(
             .unwrap_or(Duration::from_secs(5));
         log::warn!("replay: {}; waiting {wait:?}", requeue.reason);
         tokio::time::sleep(wait).await;
-        remaining = requeue.events;
+        remaining = requeue
+            .indexes
+            .into_iter()
+            .flat_map(|range| remaining[range].to_vec())
+            .collect();
     }
 }

@@ -102,11 +102,14 @@ pub enum EnvelopeError {
     Malformed(#[source] serde_json::Error),
     /// A well-formed envelope of a version this build does not understand (written by a newer
     /// or older ingest-api). Park it rather than guess.
-    #[error("envelope version {found} is not supported (this build reads version {supported})")]
+    #[error(
+        "envelope version {found} is not supported (this build reads versions 1 to {supported})"
+    )]
     UnsupportedVersion {
         /// The version in the message.
         found: u32,
-        /// The one version this build reads ([`crate::ENVELOPE_VERSION`]).
+        /// The newest version this build reads ([`crate::ENVELOPE_VERSION`]); it reads every
+        /// older one too.
         supported: u32,
     },
 }

@@ -8,7 +8,8 @@
 //!   direct exchange, a quorum `forward` queue, TTL retry queues that dead-letter back to it,
 //!   and a dead-letter exchange with a `parked` queue for work that keeps failing;
 //! - **the message body** ([`Envelope`]): versioned JSON, so a forwarder never guesses at a
-//!   body written by a newer ingest-api;
+//!   body written by a newer ingest-api; a whole chunk, or a part of one ([`Positions`]) when
+//!   its events part ways in the forwarder;
 //! - **what "published" means** ([`Publisher`]): the broker confirmed the message (an ack) and
 //!   did not return it as unroutable. Only then may a chunk be marked `published`; anything
 //!   else leaves it to the relay, which re-publishes it later. The publisher never blocks its
@@ -32,14 +33,16 @@
 mod connect;
 mod envelope;
 mod error;
+mod part;
 mod publisher;
 mod topology;
 
 pub use connect::{
     DEFAULT_HEARTBEAT_SECS, check_connection_settings, connect, connect_named, redact_url,
 };
-pub use envelope::{ENVELOPE_VERSION, Envelope};
+pub use envelope::{ENVELOPE_VERSION, Envelope, WHOLE_CHUNK_VERSION};
 pub use error::{BusError, EnvelopeError, PublishError};
+pub use part::Positions;
 pub use publisher::{APP_ID, BusConfig, Publisher};
 pub use topology::{
     DELIVERY_LIMIT, FORWARD_ROUTING_KEY, PARKED_ROUTING_KEY, RETRY_DELAYS, Route, Topology,

@@ -10,7 +10,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use interaction_core::{Device, Event, Interaction, InteractionType, Setting};
 
 use crate::schema::{chunks, events};
-use crate::{Store, StoreError};
+use crate::{ChunkState, Store, StoreError};
 
 /// Writes one tenant's events and their chunk row in ONE statement: the chunk id comes from
 /// the sequence, the events go in through `UNNEST` (one array per column), duplicates of a
@@ -389,10 +389,10 @@ impl Store {
             Ok(diesel::update(
                 chunks::table
                     .filter(chunks::id.eq_any(ids))
-                    .filter(chunks::state.eq("pending")),
+                    .filter(chunks::state.eq(ChunkState::Pending.as_str())),
             )
             .set((
-                chunks::state.eq("published"),
+                chunks::state.eq(ChunkState::Published.as_str()),
                 chunks::published_at.eq(diesel::dsl::now),
                 chunks::leased_until.eq(None::<DateTime<Utc>>),
             ))
@@ -517,7 +517,7 @@ impl Store {
             Ok(diesel::update(
                 chunks::table
                     .filter(chunks::id.eq_any(ids))
-                    .filter(chunks::state.eq("published")),
+                    .filter(chunks::state.eq(ChunkState::Published.as_str())),
             )
             .set((
                 chunks::published_at.eq(diesel::dsl::now),
@@ -538,23 +538,6 @@ impl Store {
                 .select(StoredEvent::as_select())
                 .load(conn)
                 .await?)
-        })
-        .await
-    }
-
-    /// A chunk's state (`pending`, `published`, `forwarded`, `failed`), if it exists.
-    pub async fn chunk_state(&self, chunk_id: i64) -> Result<Option<String>, StoreError> {
-        self.with_connection(async |conn| {
-            Ok(chunks::table
-                .find(chunk_id)
-                .select(chunks::state)
-                .first(conn)
-                .await
-                .map(Some)
-                .or_else(|e| match e {
-                    diesel::result::Error::NotFound => Ok(None),
-                    e => Err(e),
-                })?)
         })
         .await
     }

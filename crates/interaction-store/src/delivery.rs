@@ -1,25 +1,14 @@
-//! What the forwarder records: chunks forwarded, events that failed, and the reading and
-//! deleting of stored events for replay and retention.
+//! What the forwarder reads back: the failures recorded (written with the parts of a chunk,
+//! see [`crate::Store::record_outcome`]), stored events for replay, and the deleting of
+//! forwarded events for retention.
 
 use chrono::{DateTime, Utc};
-use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamptz};
 use diesel::{ExpressionMethods, QueryDsl, QueryableByName, SelectableHelper};
-use diesel_async::{AsyncConnection, RunQueryDsl};
-use interaction_core::Event;
+use diesel_async::RunQueryDsl;
 
-use crate::schema::{chunks, events};
+use crate::schema::events;
 use crate::{Store, StoreError, StoredEvent};
-
-/// One event that could not be delivered, and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Failure<'a> {
-    /// The event.
-    pub event: &'a Event,
-    /// Why it failed, for people.
-    pub reason: String,
-    /// Ncanto's HTTP status, when it answered.
-    pub status: Option<u16>,
-}
 
 /// A recorded failure, as read back.
 #[derive(Debug, Clone, PartialEq, QueryableByName)]
@@ -27,6 +16,9 @@ pub struct FailureRow {
     /// The chunk the event came with.
     #[diesel(sql_type = BigInt)]
     pub chunk_id: i64,
+    /// Its position in the chunk (`None` on rows recorded before positions were).
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub position: Option<i32>,
     /// Tenant.
     #[diesel(sql_type = Text)]
     pub tenant: String,
@@ -57,94 +49,12 @@ struct Count {
 }
 
 impl Store {
-    /// Marks a chunk delivered (one statement); returns false when nothing changed. A chunk
-    /// with recorded failures stays `failed` when the rest of its events arrive, unless
-    /// `resolves_failures` (a re-drive of its failed events succeeded).
-    pub async fn mark_forwarded(
-        &self,
-        chunk_id: i64,
-        resolves_failures: bool,
-    ) -> Result<bool, StoreError> {
-        let keep: &[&str] = if resolves_failures {
-            &["forwarded"]
-        } else {
-            &["forwarded", "failed"]
-        };
-        self.with_connection(async |conn| {
-            let updated = diesel::update(
-                chunks::table
-                    .filter(chunks::id.eq(chunk_id))
-                    .filter(chunks::state.ne_all(keep)),
-            )
-            .set((
-                chunks::state.eq("forwarded"),
-                chunks::forwarded_at.eq(diesel::dsl::now),
-                chunks::leased_until.eq(None::<DateTime<Utc>>),
-            ))
-            .execute(conn)
-            .await?;
-            Ok(updated > 0)
-        })
-        .await
-    }
-
-    /// Records events that could not be delivered and marks their chunk `failed` (unless it
-    /// was forwarded meanwhile), in one transaction.
-    pub async fn record_failures(
-        &self,
-        chunk_id: i64,
-        tenant: &str,
-        failures: &[Failure<'_>],
-    ) -> Result<(), StoreError> {
-        let mut events = Vec::with_capacity(failures.len());
-        for failure in failures {
-            events.push(
-                serde_json::to_string(failure.event).map_err(|e| {
-                    StoreError::Corrupt(format!("cannot encode a failed event: {e}"))
-                })?,
-            );
-        }
-        let reasons: Vec<&str> = failures.iter().map(|f| f.reason.as_str()).collect();
-        let statuses: Vec<Option<i32>> = failures.iter().map(|f| f.status.map(i32::from)).collect();
-        self.with_connection(async |conn| {
-            conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-                diesel::sql_query(
-                    "INSERT INTO event_failures (chunk_id, tenant, event, reason, status)
-                     SELECT $1, $2, u.event::jsonb, u.reason, u.status
-                     FROM UNNEST($3::text[], $4::text[], $5::int4[]) AS u(event, reason, status)",
-                )
-                .bind::<BigInt, _>(chunk_id)
-                .bind::<Text, _>(tenant)
-                .bind::<Array<Text>, _>(&events)
-                .bind::<Array<Text>, _>(&reasons)
-                .bind::<Array<Nullable<Integer>>, _>(&statuses)
-                .execute(conn)
-                .await?;
-                diesel::update(
-                    chunks::table
-                        .filter(chunks::id.eq(chunk_id))
-                        .filter(chunks::state.ne("forwarded")),
-                )
-                .set((
-                    chunks::state.eq("failed"),
-                    chunks::leased_until.eq(None::<DateTime<Utc>>),
-                ))
-                .execute(conn)
-                .await?;
-                Ok(())
-            })
-            .await?;
-            Ok(())
-        })
-        .await
-    }
-
     /// The failures recorded for a chunk, oldest first.
     pub async fn failures(&self, chunk_id: i64) -> Result<Vec<FailureRow>, StoreError> {
         self.with_connection(async |conn| {
             Ok(diesel::sql_query(
-                "SELECT chunk_id, tenant, event::text AS event, reason, status
-                 FROM event_failures WHERE chunk_id = $1 ORDER BY id",
+                "SELECT chunk_id, position, tenant, event::text AS event, reason, status
+                 FROM event_failures WHERE chunk_id = $1 ORDER BY position NULLS LAST, id",
             )
             .bind::<BigInt, _>(chunk_id)
             .load(conn)

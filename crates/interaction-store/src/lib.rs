@@ -10,12 +10,18 @@
 //! Cost lever: one statement writes a whole chunk — the events through `UNNEST` of one array
 //! per column (a fixed SQL text, so PostgreSQL plans it once per connection, and no 65,535
 //! bind-parameter limit) and the chunk row in the same statement.
+//!
+//! Delivery state lives per part of a chunk ([`ChunkParts`], [`Store::record_outcome`]): the
+//! positions of its events delivered and refused, so a partial failure, a retry and a re-drive
+//! of one chunk can interleave in any order; the chunk's [`ChunkState`] follows from them.
 
 mod chunks;
 mod connect;
 mod delivery;
 mod error;
+mod parts;
 pub mod schema;
+mod state;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
@@ -37,8 +43,10 @@ pub use chunks::{
     UnreadableChunk, estimated_bytes, estimated_chunk_bytes,
 };
 pub use connect::{ConnectOptions, Connector, SslMode};
-pub use delivery::{Failure, FailureRow, Purged};
+pub use delivery::{FailureRow, Purged};
 pub use error::StoreError;
+pub use parts::{ChunkParts, Failure, PartOutcome};
+pub use state::{ChunkState, UnknownChunkState};
 
 /// Key of the PostgreSQL advisory lock held while migrating ("ILOG" in ASCII).
 const MIGRATION_LOCK: i64 = 0x494C_4F47;
@@ -222,7 +230,9 @@ impl Store {
         use schema::chunks::dsl::*;
         self.with_connection(async |conn| {
             let total: Option<i64> = chunks
-                .filter(state.eq_any(["pending", "published"]))
+                .filter(
+                    state.eq_any([ChunkState::Pending.as_str(), ChunkState::Published.as_str()]),
+                )
                 .select(diesel::dsl::sum(event_count))
                 .first(conn)
                 .await?;
@@ -236,7 +246,7 @@ impl Store {
         use schema::chunks::dsl::*;
         self.with_connection(async |conn| {
             Ok(chunks
-                .filter(state.eq("pending"))
+                .filter(state.eq(ChunkState::Pending.as_str()))
                 .count()
                 .get_result(conn)
                 .await?)

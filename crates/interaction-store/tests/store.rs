@@ -1,12 +1,16 @@
 //! interaction-store against the real PostgreSQL: each test in its own database.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Lists of position ranges, where one range is as normal as several.
+#![allow(clippy::single_range_in_vec_init)]
 
 use std::time::{Duration, Instant};
 
 use chrono::DateTime;
 use interaction_core::{Device, Event, Interaction, InteractionType, Setting};
 use interaction_store::testing::TestDatabase;
-use interaction_store::{ClaimLimits, Store, StoreConfig, estimated_chunk_bytes};
+use interaction_store::{
+    ChunkState, ClaimLimits, Failure, PartOutcome, Store, StoreConfig, estimated_chunk_bytes,
+};
 
 /// At most `n` chunks, any size.
 fn chunks(n: i64) -> ClaimLimits {
@@ -25,6 +29,9 @@ async fn insert(store: &Store, events: &[Event]) -> i64 {
         .chunk_id
         .unwrap()
 }
+
+/// Positions of events in a chunk.
+type Positions = std::ops::Range<u32>;
 
 fn event(n: usize, event_id: Option<&str>) -> Event {
     Event {
@@ -52,7 +59,7 @@ async fn migrations_apply_once_and_then_have_nothing_to_do() {
     let db = TestDatabase::create().await;
     let store = Store::new(&StoreConfig::new(db.url.clone())).unwrap();
     let applied = store.migrate().await.unwrap();
-    assert_eq!(applied.len(), 3, "{applied:?}");
+    assert_eq!(applied.len(), 4, "{applied:?}");
     assert!(store.migrate().await.unwrap().is_empty());
     assert_eq!(store.pending_event_count().await.unwrap(), 0);
 }
@@ -91,8 +98,8 @@ async fn a_chunk_is_stored_exactly_and_counts_as_pending() {
             .all(|r| r.tenant == "acme" && r.chunk_id == chunk_id)
     );
     assert_eq!(
-        store.chunk_state(chunk_id).await.unwrap().as_deref(),
-        Some("pending")
+        store.chunk_state(chunk_id).await.unwrap(),
+        Some(ChunkState::Pending)
     );
     assert_eq!(store.pending_event_count().await.unwrap(), 10);
     assert_eq!(store.unpublished_chunk_count().await.unwrap(), 1);
@@ -425,7 +432,15 @@ async fn the_reconciler_claims_chunks_published_long_ago_and_never_finished() {
         ))
         .await;
     }
-    assert!(store.mark_forwarded(ids[2], false).await.unwrap());
+    // Both events of chunk 2 delivered: it is forwarded, and finished.
+    let whole = PartOutcome {
+        delivered: vec![0..2],
+        refused: Vec::new(),
+    };
+    assert_eq!(
+        store.record_outcome(ids[2], "t", &whole).await.unwrap(),
+        Some(ChunkState::Forwarded)
+    );
 
     let claimed = store
         .claim_unfinished(
@@ -469,8 +484,8 @@ async fn the_reconciler_claims_chunks_published_long_ago_and_never_finished() {
         .unwrap();
     assert!(after.chunks.is_empty(), "{after:?}");
     assert_eq!(
-        store.chunk_state(ids[2]).await.unwrap().as_deref(),
-        Some("forwarded")
+        store.chunk_state(ids[2]).await.unwrap(),
+        Some(ChunkState::Forwarded)
     );
 }
 
@@ -493,8 +508,16 @@ async fn an_unreachable_database_is_reported_as_unavailable_quickly() {
     );
 }
 
+/// Everything delivered: what a message that reached Ncanto whole records.
+fn all_delivered(n: u32) -> PartOutcome<'static> {
+    PartOutcome {
+        delivered: vec![0..n],
+        refused: Vec::new(),
+    }
+}
+
 #[tokio::test]
-async fn forwarded_chunks_leave_the_pending_count_and_are_marked_once() {
+async fn forwarded_chunks_leave_the_pending_count_and_recording_twice_changes_nothing() {
     let (_db, store) = TestDatabase::migrated().await;
     let events = [event(1, None), event(2, None)];
     let id = store
@@ -504,21 +527,30 @@ async fn forwarded_chunks_leave_the_pending_count_and_are_marked_once() {
         .chunk_id
         .unwrap();
     store.mark_published(&[id]).await.unwrap();
-    assert!(store.mark_forwarded(id, false).await.unwrap());
-    assert!(
-        !store.mark_forwarded(id, false).await.unwrap(),
-        "already forwarded"
-    );
+    for _ in 0..2 {
+        assert_eq!(
+            store
+                .record_outcome(id, "t", &all_delivered(2))
+                .await
+                .unwrap(),
+            Some(ChunkState::Forwarded)
+        );
+    }
     assert_eq!(
-        store.chunk_state(id).await.unwrap().as_deref(),
-        Some("forwarded")
+        store.chunk_state(id).await.unwrap(),
+        Some(ChunkState::Forwarded)
     );
     assert_eq!(store.pending_event_count().await.unwrap(), 0);
+    // Confirmed late: a forwarded chunk stays forwarded.
+    store.mark_published(&[id]).await.unwrap();
+    assert_eq!(
+        store.chunk_state(id).await.unwrap(),
+        Some(ChunkState::Forwarded)
+    );
 }
 
 #[tokio::test]
-async fn failures_are_recorded_with_their_reason_and_mark_the_chunk_failed() {
-    use interaction_store::Failure;
+async fn failures_are_recorded_with_their_position_and_reason() {
     let (_db, store) = TestDatabase::migrated().await;
     let events = [event(1, Some("a")), event(2, None)];
     let id = store
@@ -527,39 +559,379 @@ async fn failures_are_recorded_with_their_reason_and_mark_the_chunk_failed() {
         .unwrap()[0]
         .chunk_id
         .unwrap();
-    store
-        .record_failures(
-            id,
-            "t",
-            &[Failure {
-                event: &events[0],
-                reason: "400: bad asset".into(),
-                status: Some(400),
-            }],
-        )
-        .await
-        .unwrap();
+    let refused = PartOutcome {
+        delivered: vec![1..2],
+        refused: vec![Failure {
+            position: 0,
+            event: &events[0],
+            reason: "400: bad asset \0 in the body".into(),
+            status: Some(400),
+        }],
+    };
     assert_eq!(
-        store.chunk_state(id).await.unwrap().as_deref(),
-        Some("failed")
+        store.record_outcome(id, "t", &refused).await.unwrap(),
+        Some(ChunkState::Failed)
     );
     let rows = store.failures(id).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(
-        (rows[0].reason.as_str(), rows[0].status),
-        ("400: bad asset", Some(400))
+        (rows[0].position, rows[0].status, rows[0].tenant.as_str()),
+        (Some(0), Some(400), "t")
+    );
+    assert_eq!(
+        rows[0].reason, "400: bad asset \u{fffd} in the body",
+        "NUL cannot be stored"
     );
     let back: Event = serde_json::from_str(&rows[0].event).unwrap();
     assert_eq!(back, events[0]);
     // Failed chunks are not pending: they wait for an operator, not for the forwarder.
     assert_eq!(store.pending_event_count().await.unwrap(), 0);
-    // The rest of its events arriving does not hide the failure; a successful re-drive does.
-    assert!(!store.mark_forwarded(id, false).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_chunk_that_does_not_exist_has_nothing_done_and_its_failures_are_kept() {
+    let (_db, store) = TestDatabase::migrated().await;
+    let event = event(1, None);
     assert_eq!(
-        store.chunk_state(id).await.unwrap().as_deref(),
-        Some("failed")
+        store.undone_positions(404, &[0..3], false).await.unwrap(),
+        None
     );
-    assert!(store.mark_forwarded(id, true).await.unwrap());
+    let outcome = PartOutcome {
+        delivered: vec![0..1],
+        refused: vec![Failure {
+            position: 1,
+            event: &event,
+            reason: "refused".into(),
+            status: Some(422),
+        }],
+    };
+    assert_eq!(
+        store.record_outcome(404, "t", &outcome).await.unwrap(),
+        None
+    );
+    assert_eq!(store.failures(404).await.unwrap().len(), 1);
+    assert_eq!(store.chunk_parts(404).await.unwrap(), None);
+}
+
+/// One message's outcome in a bookkeeping scenario.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// A message delivered these positions.
+    Delivered(&'static [Positions]),
+    /// These positions were refused.
+    Refused(&'static [u32]),
+}
+
+/// Outcomes of a chunk in some order, and what must follow from them.
+struct Scenario {
+    name: &'static str,
+    steps: &'static [Step],
+    /// The chunk's state after.
+    state: ChunkState,
+    /// Positions left for an ordinary message carrying the whole chunk.
+    left: &'static [Positions],
+    /// Positions left for a re-drive of the whole chunk.
+    left_redriven: &'static [Positions],
+    /// Failure rows.
+    failures: usize,
+}
+
+#[tokio::test]
+async fn part_outcomes_in_any_order_give_the_chunk_the_state_of_its_events() {
+    use Step::{Delivered, Refused};
+    // Each scenario: a chunk of 10 events, published, then its outcomes in order.
+    let table = &[
+        Scenario {
+            name: "nothing yet",
+            steps: &[],
+            state: ChunkState::Published,
+            left: &[0..10],
+            left_redriven: &[0..10],
+            failures: 0,
+        },
+        Scenario {
+            name: "all delivered at once",
+            steps: &[Delivered(&[0..10])],
+            state: ChunkState::Forwarded,
+            left: &[],
+            left_redriven: &[],
+            failures: 0,
+        },
+        Scenario {
+            name: "part delivered, the rest waits",
+            steps: &[Delivered(&[0..4])],
+            state: ChunkState::Published,
+            left: &[4..10],
+            left_redriven: &[4..10],
+            failures: 0,
+        },
+        Scenario {
+            name: "some refused, the rest delivered",
+            steps: &[Delivered(&[0..3, 4..10]), Refused(&[3])],
+            state: ChunkState::Failed,
+            left: &[],
+            left_redriven: &[3..4],
+            failures: 1,
+        },
+        Scenario {
+            // The lost-event bug: the re-drive of the parked part succeeds while the retried
+            // part still waits in a retry queue. The chunk must NOT be done.
+            name: "re-drive delivered while the retried part waits",
+            steps: &[Delivered(&[0..3]), Refused(&[3]), Delivered(&[3..4])],
+            state: ChunkState::Published,
+            left: &[4..10],
+            left_redriven: &[4..10],
+            failures: 1,
+        },
+        Scenario {
+            name: "re-drive first, then the retried part",
+            steps: &[
+                Delivered(&[0..3]),
+                Refused(&[3]),
+                Delivered(&[3..4]),
+                Delivered(&[4..10]),
+            ],
+            state: ChunkState::Forwarded,
+            left: &[],
+            left_redriven: &[],
+            failures: 1,
+        },
+        Scenario {
+            name: "retried part first, then the re-drive",
+            steps: &[
+                Delivered(&[0..3]),
+                Refused(&[3]),
+                Delivered(&[4..10]),
+                Delivered(&[3..4]),
+            ],
+            state: ChunkState::Forwarded,
+            left: &[],
+            left_redriven: &[],
+            failures: 1,
+        },
+        Scenario {
+            name: "duplicate messages change nothing",
+            steps: &[
+                Delivered(&[0..5]),
+                Delivered(&[0..5]),
+                Refused(&[7]),
+                Refused(&[7]),
+            ],
+            state: ChunkState::Published,
+            left: &[5..7, 8..10],
+            left_redriven: &[5..10],
+            failures: 1,
+        },
+        Scenario {
+            name: "refused again by a re-drive: one failure row",
+            steps: &[Delivered(&[0..9]), Refused(&[9]), Refused(&[9])],
+            state: ChunkState::Failed,
+            left: &[],
+            left_redriven: &[9..10],
+            failures: 1,
+        },
+        Scenario {
+            name: "a delivery after a refusal wins",
+            steps: &[Refused(&[2]), Delivered(&[0..10])],
+            state: ChunkState::Forwarded,
+            left: &[],
+            left_redriven: &[],
+            failures: 1,
+        },
+        Scenario {
+            name: "a refusal after a delivery changes nothing",
+            steps: &[Delivered(&[0..10]), Refused(&[2])],
+            state: ChunkState::Forwarded,
+            left: &[],
+            left_redriven: &[],
+            failures: 1,
+        },
+        Scenario {
+            name: "every event refused",
+            steps: &[Refused(&[0, 1, 2, 3, 4]), Refused(&[5, 6, 7, 8, 9])],
+            state: ChunkState::Failed,
+            left: &[],
+            left_redriven: &[0..10],
+            failures: 10,
+        },
+        Scenario {
+            name: "overlapping deliveries",
+            steps: &[Delivered(&[0..6]), Delivered(&[4..10])],
+            state: ChunkState::Forwarded,
+            left: &[],
+            left_redriven: &[],
+            failures: 0,
+        },
+    ];
+    let (_db, store) = TestDatabase::migrated().await;
+    let events: Vec<Event> = (0..10).map(|n| event(n, None)).collect();
+    for Scenario {
+        name,
+        steps,
+        state,
+        left: undone,
+        left_redriven: undone_redriven,
+        failures,
+    } in table
+    {
+        let id = store
+            .insert_chunks(&[("t", events.iter().collect())])
+            .await
+            .unwrap()[0]
+            .chunk_id
+            .unwrap();
+        store.mark_published(&[id]).await.unwrap();
+        for step in steps.iter() {
+            let outcome = match step {
+                Delivered(ranges) => PartOutcome {
+                    delivered: ranges.to_vec(),
+                    refused: Vec::new(),
+                },
+                Refused(positions) => PartOutcome {
+                    delivered: Vec::new(),
+                    refused: positions
+                        .iter()
+                        .map(|&position| Failure {
+                            position,
+                            event: &events[position as usize],
+                            reason: format!("{name}: refused"),
+                            status: Some(400),
+                        })
+                        .collect(),
+                },
+            };
+            store.record_outcome(id, "t", &outcome).await.unwrap();
+        }
+        assert_eq!(store.chunk_state(id).await.unwrap(), Some(*state), "{name}");
+        assert_eq!(
+            store
+                .undone_positions(id, &[0..10], false)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(*undone),
+            "{name}: left for a message"
+        );
+        assert_eq!(
+            store
+                .undone_positions(id, &[0..10], true)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(*undone_redriven),
+            "{name}: left for a re-drive"
+        );
+        assert_eq!(store.failures(id).await.unwrap().len(), *failures, "{name}");
+        let parts = store.chunk_parts(id).await.unwrap().unwrap();
+        assert_eq!(parts.event_count, 10, "{name}");
+        let refused_left: u32 = parts.refused.iter().map(|r| r.len() as u32).sum();
+        let delivered: u32 = parts.delivered.iter().map(|r| r.len() as u32).sum();
+        assert!(delivered + refused_left <= 10, "{name}: {parts:?}");
+        if *state == ChunkState::Forwarded {
+            assert_eq!(parts.delivered, [0..10], "{name}");
+            assert!(parts.refused.is_empty(), "{name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_message_is_skipped_only_when_its_own_part_is_done() {
+    let (_db, store) = TestDatabase::migrated().await;
+    let events: Vec<Event> = (0..10).map(|n| event(n, None)).collect();
+    let id = store
+        .insert_chunks(&[("t", events.iter().collect())])
+        .await
+        .unwrap()[0]
+        .chunk_id
+        .unwrap();
+    let refused = PartOutcome {
+        delivered: vec![0..3],
+        refused: vec![Failure {
+            position: 3,
+            event: &events[3],
+            reason: "no".into(),
+            status: Some(400),
+        }],
+    };
+    store.record_outcome(id, "t", &refused).await.unwrap();
+    // (part, re-driven) → what is left of it.
+    let table: [(&[Positions], bool, &[Positions]); 6] = [
+        (&[0..3], false, &[]),
+        (&[3..4], false, &[]),
+        (&[3..4], true, &[3..4]),
+        (&[2..5], false, &[4..5]),
+        (&[2..5], true, &[3..5]),
+        (&[4..6, 8..10], false, &[4..6, 8..10]),
+    ];
+    for (part, redriven, left) in table {
+        assert_eq!(
+            store
+                .undone_positions(id, part, redriven)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(left),
+            "{part:?} redriven={redriven}"
+        );
+    }
+    // Never published (the confirm was lost): progress is kept and the chunk stays pending
+    // for the relay, whose re-publish then delivers only the rest.
+    assert_eq!(
+        store.chunk_state(id).await.unwrap(),
+        Some(ChunkState::Pending)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_outcomes_of_one_chunk_all_count() {
+    let (_db, store) = TestDatabase::migrated().await;
+    let events: Vec<Event> = (0..40).map(|n| event(n, None)).collect();
+    let id = store
+        .insert_chunks(&[("t", events.iter().collect())])
+        .await
+        .unwrap()[0]
+        .chunk_id
+        .unwrap();
+    let tasks: Vec<_> = (0..40u32)
+        .map(|position| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let outcome = PartOutcome {
+                    delivered: vec![position..position + 1],
+                    refused: Vec::new(),
+                };
+                store.record_outcome(id, "t", &outcome).await.unwrap()
+            })
+        })
+        .collect();
+    let mut forwarded = 0;
+    for task in tasks {
+        if task.await.unwrap() == Some(ChunkState::Forwarded) {
+            forwarded += 1;
+        }
+    }
+    assert!(forwarded >= 1, "the last outcome finished the chunk");
+    let parts = store.chunk_parts(id).await.unwrap().unwrap();
+    assert_eq!(
+        (parts.state, parts.delivered),
+        (ChunkState::Forwarded, vec![0..40])
+    );
+}
+
+#[tokio::test]
+async fn every_chunk_state_is_one_the_database_accepts() {
+    let (db, _store) = TestDatabase::migrated().await;
+    use diesel_async::{AsyncConnection, RunQueryDsl};
+    let mut conn = diesel_async::AsyncPgConnection::establish(&db.url)
+        .await
+        .unwrap();
+    for state in ChunkState::ALL {
+        diesel::sql_query("INSERT INTO chunks (tenant, event_count, state) VALUES ('t', 1, $1)")
+            .bind::<diesel::sql_types::Text, _>(state.as_str())
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{state}: {e}"));
+    }
 }
 
 #[tokio::test]
@@ -621,8 +993,12 @@ async fn retention_deletes_only_old_forwarded_events_and_their_chunks() {
         }
         ids
     };
-    store.mark_forwarded(ids[0], false).await.unwrap();
-    store.mark_forwarded(ids[1], false).await.unwrap();
+    for id in &ids[..2] {
+        store
+            .record_outcome(*id, "t", &all_delivered(4))
+            .await
+            .unwrap();
+    }
     // ids[2] is still pending: never purged, however old.
     let future = chrono::Utc::now() + chrono::TimeDelta::seconds(5);
     assert_eq!(

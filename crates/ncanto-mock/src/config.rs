@@ -89,6 +89,10 @@ pub struct Config {
     #[arg(long, env = "NCANTO_MOCK_REJECT_ASSET_PATTERN", default_value = "")]
     pub reject_asset_pattern: String,
 
+    /// Fail (500) requests holding an event whose assetId contains this text (empty: none).
+    #[arg(long, env = "NCANTO_MOCK_FAIL_ASSET_PATTERN", default_value = "")]
+    pub fail_asset_pattern: String,
+
     /// Full outage from the start.
     #[arg(long, env = "NCANTO_MOCK_OUTAGE", value_enum, default_value_t = OutageSetting::None)]
     pub outage: OutageSetting,
@@ -159,6 +163,9 @@ impl Config {
             rate_limit_rate: self.rate_limit_rate,
             retry_after_secs: self.retry_after,
             reject_asset_pattern: Some(self.reject_asset_pattern.trim())
+                .filter(|pattern| !pattern.is_empty())
+                .map(str::to_owned),
+            fail_asset_pattern: Some(self.fail_asset_pattern.trim())
                 .filter(|pattern| !pattern.is_empty())
                 .map(str::to_owned),
             outage: self.outage.outage(),
@@ -253,6 +260,7 @@ mod tests {
         assert_eq!(config.admin_addr, Some("127.0.0.1:8091".parse().unwrap()));
         assert_eq!(config.faults.outage, None);
         assert_eq!(config.faults.reject_asset_pattern, None);
+        assert_eq!(config.faults.fail_asset_pattern, None);
         assert!(config.record_events);
     }
 
@@ -264,6 +272,7 @@ mod tests {
             "--rate-limit-rate=0.5",
             "--retry-after=3",
             "--reject-asset-pattern=bad_",
+            "--fail-asset-pattern=flaky_",
             "--outage=hang",
             "--admin-addr=none",
             "--api-key=k1",
@@ -279,6 +288,7 @@ mod tests {
                 rate_limit_rate: 0.5,
                 retry_after_secs: 3,
                 reject_asset_pattern: Some("bad_".into()),
+                fail_asset_pattern: Some("flaky_".into()),
                 outage: Some(Outage::Hang),
             }
         );

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 /// The faults to inject into `POST /interactions`. All off by default.
 ///
 /// Applied in this order, after authentication and validation: [`Outage::Error`] → 503;
-/// `latency_ms`; `error_rate` → 500; `rate_limit_rate` → 429; `reject_asset_pattern` → 400.
+/// `latency_ms`; `error_rate` → 500; `rate_limit_rate` → 429; `fail_asset_pattern` → 500;
+/// `reject_asset_pattern` → 400.
 /// [`Outage::Hang`] and [`Outage::Refuse`] act before anything else.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -27,6 +28,11 @@ pub struct Faults {
     /// Events whose `assetId` contains this substring are refused: the whole request is
     /// answered 400, listing the offending indexes. An empty pattern refuses nothing.
     pub reject_asset_pattern: Option<String>,
+    /// Requests holding an event whose `assetId` contains this substring fail with a 500, a
+    /// transient failure that lasts until the pattern is cleared: what lets a test send some
+    /// events of one chunk through the retry queues while others are refused or delivered.
+    /// An empty pattern fails nothing.
+    pub fail_asset_pattern: Option<String>,
     /// A full outage.
     pub outage: Option<Outage>,
 }
@@ -91,6 +97,13 @@ impl Faults {
     /// The rejected-asset pattern, when there is one that can match.
     pub fn reject_pattern(&self) -> Option<&str> {
         self.reject_asset_pattern
+            .as_deref()
+            .filter(|pattern| !pattern.is_empty())
+    }
+
+    /// The failing-asset pattern, when there is one that can match.
+    pub fn fail_pattern(&self) -> Option<&str> {
+        self.fail_asset_pattern
             .as_deref()
             .filter(|pattern| !pattern.is_empty())
     }

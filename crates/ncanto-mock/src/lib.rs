@@ -13,7 +13,8 @@
 //!   configured (401) → `Content-Type: application/json` (415) → strict validation (400 with
 //!   `{"error", "invalid": [{"index", "reason"}]}`, nothing recorded) → outage `error` (503) →
 //!   latency → `error_rate` (500) → `rate_limit_rate` (429 + `Retry-After`) →
-//!   `reject_asset_pattern` (400 listing the indexes) → 200 `{"accepted": n}`.
+//!   `fail_asset_pattern` (500) → `reject_asset_pattern` (400 listing the indexes) → 200
+//!   `{"accepted": n}`.
 //! - `GET /stats`, `DELETE /stats` (204: counts and recorded events reset).
 //! - `GET /faults`, `POST /faults` (a [`Faults`] object; unknown fields → 400),
 //!   `DELETE /faults` (204).

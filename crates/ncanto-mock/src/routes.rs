@@ -233,6 +233,15 @@ async fn interactions(
             None => {}
         }
     }
+    if let Some(pattern) = faults.fail_pattern()
+        && events.iter().any(|event| event.asset_id.contains(pattern))
+    {
+        return failed(
+            &shared,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "injected error (fail_asset_pattern)",
+        );
+    }
     if let Some(pattern) = faults.reject_pattern() {
         let invalid: Vec<Invalid> = events
             .iter()

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use interaction_store::ChunkState;
+
 use crate::harness::{Harness, event};
 
 #[tokio::test]
@@ -33,7 +35,7 @@ async fn chunks_arrive_at_ncanto_exactly_in_batches_and_are_marked_forwarded() {
             Duration::from_secs(10),
             async || {
                 for chunk in &chunks {
-                    if harness.store.chunk_state(*chunk).await.ok()?.as_deref() != Some("forwarded")
+                    if harness.store.chunk_state(*chunk).await.ok()? != Some(ChunkState::Forwarded)
                     {
                         return None;
                     }
@@ -76,7 +78,7 @@ async fn a_chunk_already_forwarded_is_skipped_when_it_comes_again() {
             "the chunk to be forwarded",
             Duration::from_secs(10),
             async || {
-                (harness.store.chunk_state(chunk).await.ok()?.as_deref() == Some("forwarded"))
+                (harness.store.chunk_state(chunk).await.ok()? == Some(ChunkState::Forwarded))
                     .then_some(())
             },
         )

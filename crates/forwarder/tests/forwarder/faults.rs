@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use interaction_bus::{Envelope, lapin::types::FieldTable};
+use interaction_store::ChunkState;
 use ncanto_mock::Faults;
 
 use crate::harness::{Harness, event};
@@ -39,7 +40,7 @@ async fn transient_500s_are_retried_until_everything_arrives() {
     for chunk in chunks {
         harness
             .wait_for("forwarded", Duration::from_secs(10), async || {
-                (harness.store.chunk_state(chunk).await.ok()?.as_deref() == Some("forwarded"))
+                (harness.store.chunk_state(chunk).await.ok()? == Some(ChunkState::Forwarded))
                     .then_some(())
             })
             .await;
@@ -96,7 +97,7 @@ async fn refused_events_are_parked_and_recorded_while_the_rest_arrive_and_redriv
             "the chunk to be marked failed",
             Duration::from_secs(10),
             async || {
-                (harness.store.chunk_state(chunk).await.ok()?.as_deref() == Some("failed"))
+                (harness.store.chunk_state(chunk).await.ok()? == Some(ChunkState::Failed))
                     .then_some(())
             },
         )
@@ -136,7 +137,7 @@ async fn refused_events_are_parked_and_recorded_while_the_rest_arrive_and_redriv
             "the re-driven chunk to be forwarded",
             Duration::from_secs(10),
             async || {
-                (harness.store.chunk_state(chunk).await.ok()?.as_deref() == Some("forwarded"))
+                (harness.store.chunk_state(chunk).await.ok()? == Some(ChunkState::Forwarded))
                     .then_some(())
             },
         )
@@ -274,7 +275,7 @@ async fn an_ncanto_outage_sends_work_through_the_retry_queue_and_it_arrives_afte
     harness.wait_for_unique(3, Duration::from_secs(20)).await;
     harness
         .wait_for("forwarded", Duration::from_secs(10), async || {
-            (harness.store.chunk_state(chunk).await.ok()?.as_deref() == Some("forwarded"))
+            (harness.store.chunk_state(chunk).await.ok()? == Some(ChunkState::Forwarded))
                 .then_some(())
         })
         .await;
@@ -318,8 +319,8 @@ async fn out_of_attempts_the_events_are_parked_as_failed() {
     assert_eq!(Envelope::decode(&parked[0].0).unwrap().events.len(), 2);
     assert_eq!(harness.store.failures(chunk).await.unwrap().len(), 2);
     assert_eq!(
-        harness.store.chunk_state(chunk).await.unwrap().as_deref(),
-        Some("failed")
+        harness.store.chunk_state(chunk).await.unwrap(),
+        Some(ChunkState::Failed)
     );
     forwarder.stop().await;
 }
@@ -355,8 +356,8 @@ async fn a_delivery_past_its_deadline_is_retried_through_the_retry_queue_and_arr
     let reason = harness.peek_last_error(&retry_queue).await.unwrap();
     assert!(reason.contains("delivery deadline exceeded"), "{reason}");
     assert_ne!(
-        harness.store.chunk_state(chunk).await.unwrap().as_deref(),
-        Some("forwarded"),
+        harness.store.chunk_state(chunk).await.unwrap(),
+        Some(ChunkState::Forwarded),
         "not acknowledged as delivered"
     );
 
@@ -364,7 +365,7 @@ async fn a_delivery_past_its_deadline_is_retried_through_the_retry_queue_and_arr
     harness.wait_for_unique(3, Duration::from_secs(60)).await;
     harness
         .wait_for("forwarded", Duration::from_secs(10), async || {
-            (harness.store.chunk_state(chunk).await.ok()?.as_deref() == Some("forwarded"))
+            (harness.store.chunk_state(chunk).await.ok()? == Some(ChunkState::Forwarded))
                 .then_some(())
         })
         .await;

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use interaction_store::ChunkState;
 use interaction_testing::tls::TestCa;
 use ncanto_mock::{MockConfig, TlsFiles};
 
@@ -55,15 +56,15 @@ async fn assert_nothing_parked(harness: &Harness, chunk: i64) {
         0
     );
     assert_ne!(
-        harness.store.chunk_state(chunk).await.unwrap().as_deref(),
-        Some("failed")
+        harness.store.chunk_state(chunk).await.unwrap(),
+        Some(ChunkState::Failed)
     );
 }
 
 async fn wait_forwarded(harness: &Harness, chunk: i64) {
     harness
         .wait_for("forwarded", Duration::from_secs(10), async || {
-            (harness.store.chunk_state(chunk).await.ok()?.as_deref() == Some("forwarded"))
+            (harness.store.chunk_state(chunk).await.ok()? == Some(ChunkState::Forwarded))
                 .then_some(())
         })
         .await;

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use interaction_store::ChunkState;
+
 use crate::harness::{Harness, event};
 
 #[tokio::test]
@@ -211,7 +213,7 @@ async fn purge_deletes_only_forwarded_events_past_the_cutoff() {
     harness.wait_for_unique(5, Duration::from_secs(20)).await;
     harness
         .wait_for("forwarded", Duration::from_secs(10), async || {
-            (harness.store.chunk_state(delivered).await.ok()?.as_deref() == Some("forwarded"))
+            (harness.store.chunk_state(delivered).await.ok()? == Some(ChunkState::Forwarded))
                 .then_some(())
         })
         .await;

@@ -31,12 +31,8 @@ async fn a_published_envelope_decodes_to_the_stored_events() {
     assert_eq!(envelope.events, stored);
     assert_eq!(envelope.events[0].event_id.as_deref(), Some("evt-1"));
     assert_eq!(
-        app.store
-            .chunk_state(envelope.chunk_id)
-            .await
-            .unwrap()
-            .as_deref(),
-        Some("published")
+        app.store.chunk_state(envelope.chunk_id).await.unwrap(),
+        Some(interaction_store::ChunkState::Published)
     );
 }
 

@@ -1,6 +1,7 @@
 //! The outbox's safety nets: the reconciler (messages the broker lost after confirming them),
 //! the relay with an unreadable row, and publishes that come back unroutable.
 
+use interaction_store::ChunkState;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -72,8 +73,8 @@ async fn chunks_purged_from_the_forward_queue_are_published_again_by_the_reconci
     assert!(reconciled >= back.len() as f64, "{reconciled} for {back:?}");
     for chunk_id in back.keys() {
         assert_eq!(
-            app.store.chunk_state(*chunk_id).await.unwrap().as_deref(),
-            Some("published")
+            app.store.chunk_state(*chunk_id).await.unwrap(),
+            Some(ChunkState::Published)
         );
     }
 }
@@ -115,8 +116,8 @@ async fn a_pending_chunk_with_an_unreadable_row_is_reported_and_every_other_chun
 
     // It stays pending, counted where operators look, and out of the relay's way for a while.
     assert_eq!(
-        app.store.chunk_state(corrupt).await.unwrap().as_deref(),
-        Some("pending")
+        app.store.chunk_state(corrupt).await.unwrap(),
+        Some(ChunkState::Pending)
     );
     let health: Value = app
         .client

@@ -112,6 +112,22 @@ async fn a_reject_pattern_refuses_requests_listing_the_matching_events() {
 }
 
 #[tokio::test]
+async fn a_fail_pattern_answers_500_until_it_is_cleared() {
+    let app = TestMock::spawn_with(|c| c.faults.fail_asset_pattern = Some("flaky".into())).await;
+    let body = json!([event(1), event_with(2, "assetId", json!("flaky_2"))]);
+    assert_eq!(app.post(&body).await.status(), 500);
+    assert_eq!(
+        app.post(&json!([event(1)])).await.status(),
+        200,
+        "other events pass"
+    );
+    app.mock.set_faults(Faults::default()).await;
+    assert_eq!(app.post(&body).await.status(), 200);
+    let stats = app.mock.stats();
+    assert_eq!((stats.failed_requests, stats.received), (1, 3));
+}
+
+#[tokio::test]
 async fn faults_are_read_replaced_and_cleared_over_http() {
     let app = TestMock::spawn().await;
     let faults_url = app.url("/faults");
