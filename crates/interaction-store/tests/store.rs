@@ -59,7 +59,7 @@ async fn migrations_apply_once_and_then_have_nothing_to_do() {
     let db = TestDatabase::create().await;
     let store = Store::new(&StoreConfig::new(db.url.clone())).unwrap();
     let applied = store.migrate().await.unwrap();
-    assert_eq!(applied.len(), 4, "{applied:?}");
+    assert_eq!(applied.len(), migration_count(), "{applied:?}");
     assert!(store.migrate().await.unwrap().is_empty());
     assert_eq!(store.pending_event_count().await.unwrap(), 0);
 }
@@ -73,7 +73,7 @@ async fn concurrent_migrations_take_turns_and_apply_once() {
     let runs = stores.iter().map(|s| s.migrate());
     let results = futures_util::future::join_all(runs).await;
     let applied: usize = results.into_iter().map(|r| r.unwrap().len()).sum();
-    assert_eq!(applied, 3, "each migration applied exactly once");
+    assert_eq!(applied, migration_count(), "each migration applied exactly once");
 }
 
 #[tokio::test]
