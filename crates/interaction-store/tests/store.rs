@@ -54,6 +54,14 @@ fn event(n: usize, event_id: Option<&str>) -> Event {
     }
 }
 
+/// How many migrations the crate ships (one folder each).
+fn migration_count() -> usize {
+    std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap()
+        .filter(|entry| entry.as_ref().unwrap().path().join("up.sql").exists())
+        .count()
+}
+
 #[tokio::test]
 async fn migrations_apply_once_and_then_have_nothing_to_do() {
     let db = TestDatabase::create().await;
@@ -73,7 +81,11 @@ async fn concurrent_migrations_take_turns_and_apply_once() {
     let runs = stores.iter().map(|s| s.migrate());
     let results = futures_util::future::join_all(runs).await;
     let applied: usize = results.into_iter().map(|r| r.unwrap().len()).sum();
-    assert_eq!(applied, migration_count(), "each migration applied exactly once");
+    assert_eq!(
+        applied,
+        migration_count(),
+        "each migration applied exactly once"
+    );
 }
 
 #[tokio::test]
