@@ -13,7 +13,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::consumer::{Context, consume, supervise_pause};
+use crate::consumer::{ChunkLocks, Context, consume, supervise_pause};
 use crate::ncanto::{NcantoClient, NcantoConfig};
 use crate::pause::Pause;
 use crate::retry::RetryPolicy;
@@ -125,6 +125,7 @@ impl Forwarder {
             consuming: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             pause: Pause::new(),
+            chunk_locks: ChunkLocks::default(),
         });
         let (stop, stopped) = watch::channel(false);
         let consumer = tokio::spawn(consume(context.clone(), stopped.clone()));

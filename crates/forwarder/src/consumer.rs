@@ -26,9 +26,10 @@
 //! back, after a pause; on its last delivery before the broker would dead-letter it without a
 //! word, it is parked by us instead, with the reason.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -95,6 +96,67 @@ pub struct Context {
     pub in_flight: AtomicUsize,
     /// Whether consumption is paused because the database or the publisher is away.
     pub pause: Pause,
+    /// One message of a chunk at a time in this process (see [`ChunkLocks`]).
+    pub chunk_locks: ChunkLocks,
+}
+
+/// Serializes this process's handling of the messages of one chunk. Two messages of a chunk
+/// can be in hand at once — the relay re-publishing a chunk whose confirm was slow, the
+/// reconciler, a re-drive beside a retry — and each would read "not yet delivered" before
+/// the other recorded its outcome, sending the same events twice. Taken in turn, the second
+/// finds the first's positions done and sends only what is left. Replicas can still race
+/// each other (delivery is at-least-once); within one process it no longer happens.
+#[derive(Debug, Default)]
+pub struct ChunkLocks(Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>);
+
+/// Held while a message of the chunk is handled; the chunk's entry goes with the last one.
+pub struct ChunkGuard<'a> {
+    locks: &'a ChunkLocks,
+    chunk_id: i64,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl ChunkLocks {
+    /// Waits for this process's other messages of `chunk_id` to be handled.
+    pub async fn lock(&self, chunk_id: i64) -> ChunkGuard<'_> {
+        let lock = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(chunk_id)
+            .or_default()
+            .clone();
+        ChunkGuard {
+            locks: self,
+            chunk_id,
+            guard: Some(lock.lock_owned().await),
+        }
+    }
+
+    /// Chunks with a message in hand or waiting.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Whether no chunk has a message in hand.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for ChunkGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.locks.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(guard) = self.guard.take() else {
+            return;
+        };
+        // The map's Arc and this guard's: nobody else holds or waits for the chunk.
+        let last = Arc::strong_count(tokio::sync::OwnedMutexGuard::mutex(&guard)) <= 2;
+        drop(guard);
+        if last {
+            map.remove(&self.chunk_id);
+        }
+    }
 }
 
 /// Consumes until `stop` turns true, reconnecting whenever the connection is lost and pausing
@@ -600,6 +662,7 @@ async fn process(
     let chunk_id = envelope.chunk_id;
     let tenant = envelope.tenant.clone();
     let part = envelope.positions();
+    let _chunk = context.chunk_locks.lock(chunk_id).await;
 
     let (store, ranges) = (&context.store, part.ranges());
     let undone = until_done(
@@ -887,6 +950,29 @@ async fn settle(
 // Lists of position ranges, where one range is as normal as several.
 #[allow(clippy::single_range_in_vec_init)]
 mod tests {
+
+    #[tokio::test]
+    async fn messages_of_one_chunk_are_handled_in_turn_and_others_pass() {
+        let locks = ChunkLocks::default();
+        let first = locks.lock(7).await;
+        // Another chunk is not held up.
+        let other = tokio::time::timeout(Duration::from_secs(1), locks.lock(8))
+            .await
+            .expect("another chunk's lock is free");
+        assert_eq!(locks.len(), 2);
+        drop(other);
+        assert_eq!(locks.len(), 1);
+        // The same chunk waits for the first message…
+        let mut second = std::pin::pin!(locks.lock(7));
+        assert!(futures_util::FutureExt::now_or_never(second.as_mut()).is_none());
+        drop(first);
+        // …and goes on once it is handled; the entry stays while the second holds it.
+        let second = second.await;
+        assert_eq!(locks.len(), 1);
+        drop(second);
+        assert!(locks.is_empty(), "no entry left behind");
+    }
+
     use super::*;
 
     fn event(n: usize) -> Event {
