@@ -105,13 +105,13 @@ pub struct TraceArgs {
     #[arg(long)]
     pub subscriber: Option<String>,
     /// Received at or after this instant (RFC 3339); a day before --until when omitted.
-    #[arg(long, requires = "subscriber")]
+    #[arg(long, conflicts_with = "event_id")]
     pub since: Option<DateTime<Utc>>,
     /// Received before this instant (RFC 3339); now when omitted.
-    #[arg(long, requires = "subscriber")]
+    #[arg(long, conflicts_with = "event_id")]
     pub until: Option<DateTime<Utc>>,
     /// At most this many events (1 to 1000; 100 when omitted).
-    #[arg(long, requires = "subscriber")]
+    #[arg(long, conflicts_with = "event_id")]
     pub limit: Option<i64>,
     /// Print JSON (as GET /trace on the admin port) instead of a table.
     #[arg(long)]
