@@ -7,6 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use clap::Parser;
 use forwarder::{Cli, Command};
 use interaction_core::Event;
+use interaction_store::ChunkState;
 use ncanto_mock::Faults;
 use serde_json::Value;
 
@@ -86,18 +87,20 @@ async fn an_operator_sees_where_each_event_is_and_how_many_each_tenant_has() {
         .unwrap()[0]
         .chunk_id
         .unwrap();
-    harness
+    let globex_chunk = harness
         .submit("globex", (30..32).map(|n| event(n, "good")).collect())
         .await;
     harness.wait_for_unique(5, Duration::from_secs(20)).await;
     harness
         .wait_for(
-            "ev-2 parked and ev-10 failing",
+            "ev-2 parked, globex's events recorded delivered and ev-10 failing",
             Duration::from_secs(20),
             async || {
                 let parked = trace_event(&forwarder.admin, "ev-2").await;
+                let globex = harness.store.chunk_state(globex_chunk).await.ok()??;
                 let failing = harness.mock.stats().failed_requests > 0;
-                (parked["status"] == "parked" && failing).then_some(())
+                (parked["status"] == "parked" && globex == ChunkState::Forwarded && failing)
+                    .then_some(())
             },
         )
         .await;
@@ -322,32 +325,34 @@ async fn an_operator_sees_where_each_event_is_and_how_many_each_tenant_has() {
         })
     );
 
-    // And in /metrics: counters where outcomes are recorded, the gauge from the database.
-    let metrics = harness
-        .wait_for(
-            "the pending_events gauge",
-            Duration::from_secs(10),
-            async || {
-                let text = reqwest::get(format!("{}/metrics", forwarder.admin))
-                    .await
-                    .ok()?
-                    .text()
-                    .await
-                    .ok()?;
-                text.contains(r#"pending_events{tenant="acme"} 2"#)
-                    .then_some(text)
-            },
-        )
-        .await;
-    for series in [
+    // And in /metrics: counters where outcomes are recorded (just after the statement that
+    // records them), the gauge from the database (every 200 ms here).
+    let series = [
         r#"forwarder_events_delivered_total{tenant="acme"} 3"#,
         r#"forwarder_events_delivered_total{tenant="globex"} 2"#,
         r#"forwarder_events_parked_total{tenant="acme"} 1"#,
-    ] {
+        r#"pending_events{tenant="acme"} 2"#,
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = reqwest::get(format!("{}/metrics", forwarder.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let missing: Vec<&str> = series
+            .into_iter()
+            .filter(|s| !metrics.lines().any(|line| line == *s))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
         assert!(
-            metrics.lines().any(|line| line == series),
-            "{series} missing from:\n{metrics}"
+            tokio::time::Instant::now() < deadline,
+            "{missing:?} missing from:\n{metrics}"
         );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     forwarder.stop().await;
 }
