@@ -1,4 +1,6 @@
-//! The forwarder's admin HTTP port: `/livez`, `/readyz`, `/health`, `/metrics`.
+//! The forwarder's admin HTTP port: `/livez`, `/readyz`, `/health`, `/metrics`, and for
+//! operators `/trace` (where an event is, see [`crate::trace`]) and `/tenants` (each tenant's
+//! events by stage, see [`crate::tenants`]).
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -6,11 +8,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::Server;
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::http::StatusCode;
+use actix_web::{App, HttpResponse, HttpServer, ResponseError, web};
 use interaction_runtime::PrometheusHandle;
 use serde::Serialize;
 
 use crate::consumer::Context;
+use crate::trace::{TraceError, TraceParams, TraceQuery};
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -82,6 +86,8 @@ pub fn server(
             .route("/readyz", web::get().to(readyz))
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(metrics_text))
+            .route("/trace", web::get().to(trace))
+            .route("/tenants", web::get().to(tenants))
     })
     .listen(listener)?
     .workers(1)
@@ -146,4 +152,41 @@ async fn metrics_text(admin: web::Data<Admin>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(admin.metrics.render())
+}
+
+impl ResponseError for TraceError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(serde_json::json!({"error": self.to_string()}))
+    }
+}
+
+/// `GET /trace?tenant=T&eventId=ID`, or `?tenant=T&subscriber=S[&since=…][&until=…][&limit=N]`:
+/// the path of each event found, as JSON.
+async fn trace(
+    admin: web::Data<Admin>,
+    params: web::Query<TraceParams>,
+) -> Result<HttpResponse, TraceError> {
+    let query = TraceQuery::parse(&params, chrono::Utc::now())?;
+    let report = crate::trace::trace(&admin.context.store, &query).await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// `GET /tenants`: each tenant's accepted, delivered, pending and parked events, from the
+/// database (one scan of `chunks`).
+async fn tenants(admin: web::Data<Admin>) -> HttpResponse {
+    match crate::tenants::counts(&admin.context.store).await {
+        Ok(counts) => HttpResponse::Ok().json(counts),
+        Err(error) => {
+            let status = if error.is_unavailable() {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            HttpResponse::build(status).json(serde_json::json!({"error": error.to_string()}))
+        }
+    }
 }

@@ -1,5 +1,5 @@
-//! `forwarder serve`: the consumer, the admin port and the optional periodic purge, started
-//! together and stopped in order.
+//! `forwarder serve`: the consumer, the admin port, the `pending_events` gauge's refresher and
+//! the optional periodic purge, started together and stopped in order.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -72,6 +72,7 @@ pub struct Forwarder {
     consumer: JoinHandle<()>,
     supervisor: JoinHandle<()>,
     purge: Option<JoinHandle<()>>,
+    pending_gauge: Option<JoinHandle<()>>,
     shutdown: Arc<Notify>,
     shutdown_timeout: Duration,
 }
@@ -130,6 +131,13 @@ impl Forwarder {
         let (stop, stopped) = watch::channel(false);
         let consumer = tokio::spawn(consume(context.clone(), stopped.clone()));
         let supervisor = tokio::spawn(supervise_pause(context.clone(), stopped.clone()));
+        let pending_gauge = (!config.pending_gauge_interval.is_zero()).then(|| {
+            tokio::spawn(crate::tenants::refresh_pending(
+                store.clone(),
+                config.pending_gauge_interval,
+                stopped.clone(),
+            ))
+        });
         let purge = (!config.purge_older_than.is_zero()).then(|| {
             tokio::spawn(crate::purge::periodic(
                 store,
@@ -153,6 +161,7 @@ impl Forwarder {
             consumer,
             supervisor,
             purge,
+            pending_gauge,
             shutdown: Arc::new(Notify::new()),
             shutdown_timeout: config.shutdown_timeout,
         })
@@ -189,6 +198,9 @@ impl Forwarder {
         }
         if let Some(purge) = self.purge {
             purge.abort();
+        }
+        if let Some(pending_gauge) = self.pending_gauge {
+            pending_gauge.abort();
         }
         // It has seen the stop signal: it ends at its next await.
         let _ = self.supervisor.await;

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use interaction_runtime::{Connections, LogFormat, parse_duration, parse_optional_path};
 use secrecy::SecretString;
 
 /// Delivers stored interaction events from RabbitMQ to Ncanto; also re-drives parked work,
-/// replays stored events and purges old ones.
+/// replays stored events, purges old ones and shows where an event is.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "forwarder", version, about, long_about = None)]
 pub struct Cli {
@@ -34,6 +34,8 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Delete forwarded events older than a cutoff (retention).
     Purge(PurgeArgs),
+    /// Show where events are: received, chunk, published, delivered or parked (and why).
+    Trace(TraceArgs),
     /// Apply pending database migrations, then exit.
     Migrate,
 }
@@ -87,6 +89,67 @@ pub struct PurgeArgs {
     /// Count what would be deleted, delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `forwarder trace`: by `--event-id`, or `--subscriber` over a window of at most a day.
+#[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("which").required(true).args(["event_id", "subscriber"])))]
+pub struct TraceArgs {
+    /// The tenant whose events to look up.
+    #[arg(long)]
+    pub tenant: String,
+    /// The event with this eventId.
+    #[arg(long, value_name = "ID")]
+    pub event_id: Option<String>,
+    /// The events of this subscriber received in the window.
+    #[arg(long)]
+    pub subscriber: Option<String>,
+    /// Received at or after this instant (RFC 3339); a day before --until when omitted.
+    #[arg(long, conflicts_with = "event_id")]
+    pub since: Option<DateTime<Utc>>,
+    /// Received before this instant (RFC 3339); now when omitted.
+    #[arg(long, conflicts_with = "event_id")]
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many events (1 to 1000; 100 when omitted).
+    #[arg(long, conflicts_with = "event_id")]
+    pub limit: Option<i64>,
+    /// Print JSON (as GET /trace on the admin port) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl TraceArgs {
+    /// The lookup these arguments ask for; `now` ends a window without `--until`.
+    pub fn query(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<crate::trace::TraceQuery, crate::trace::TraceError> {
+        use crate::trace::TraceQuery;
+        match (&self.event_id, &self.subscriber) {
+            (Some(event_id), _) => Ok(TraceQuery::event(&self.tenant, event_id)),
+            (None, Some(subscriber)) => TraceQuery::subscriber(
+                &self.tenant,
+                subscriber,
+                self.since,
+                self.until,
+                self.limit,
+                now,
+            ),
+            // clap requires one of them.
+            (None, None) => Err(crate::trace::TraceError::MissingParameters(vec![
+                "--event-id or --subscriber",
+            ])),
+        }
+    }
+
+    /// How to print.
+    pub fn format(&self) -> crate::trace::Format {
+        if self.json {
+            crate::trace::Format::Json
+        } else {
+            crate::trace::Format::Table
+        }
+    }
 }
 
 /// Settings of the forwarder.
@@ -165,9 +228,14 @@ pub struct Config {
     #[arg(long, env = "MAX_ATTEMPTS", default_value_t = 12)]
     pub max_attempts: u32,
 
-    /// Address of the admin HTTP port (/livez, /readyz, /health, /metrics).
+    /// Address of the admin HTTP port (/livez, /readyz, /health, /metrics, /trace, /tenants).
     #[arg(long, env = "FORWARDER_ADMIN_ADDR", default_value = "0.0.0.0:8081")]
     pub admin_addr: SocketAddr,
+
+    /// How often the `pending_events{tenant}` gauge is read from the database (one query over
+    /// unfinished chunks; 0: never).
+    #[arg(long, env = "PENDING_GAUGE_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub pending_gauge_interval: Duration,
 
     /// Purge forwarded events older than this, periodically while serving (0: never).
     #[arg(long, env = "PURGE_OLDER_THAN", default_value = "0", value_parser = parse_duration)]
@@ -314,6 +382,63 @@ mod tests {
             panic!("purge")
         };
         assert_eq!(purge.older_than, Duration::from_secs(30 * 86_400));
+        let Some(Command::Trace(trace)) =
+            parse(&["trace", "--tenant", "acme", "--event-id", "e-1", "--json"]).unwrap()
+        else {
+            panic!("trace")
+        };
+        assert_eq!(
+            (trace.event_id.as_deref(), trace.format()),
+            (Some("e-1"), crate::trace::Format::Json)
+        );
+        let Some(Command::Trace(trace)) = parse(&[
+            "trace",
+            "--tenant",
+            "acme",
+            "--subscriber",
+            "u1",
+            "--since",
+            "2026-11-30T00:00:00Z",
+        ])
+        .unwrap() else {
+            panic!("trace")
+        };
+        assert_eq!(
+            (trace.subscriber.as_deref(), trace.format()),
+            (Some("u1"), crate::trace::Format::Table)
+        );
+        let now = "2026-11-30T06:00:00Z".parse().unwrap();
+        assert!(trace.query(now).is_ok());
+        assert!(
+            parse(&["trace", "--tenant", "acme"]).is_err(),
+            "--event-id or --subscriber is required"
+        );
+        assert!(
+            parse(&[
+                "trace",
+                "--tenant",
+                "a",
+                "--event-id",
+                "e",
+                "--subscriber",
+                "u"
+            ])
+            .is_err(),
+            "not both"
+        );
+        assert!(
+            parse(&[
+                "trace",
+                "--tenant",
+                "a",
+                "--event-id",
+                "e",
+                "--since",
+                "2026-11-30T00:00:00Z"
+            ])
+            .is_err(),
+            "--since is for a subscriber"
+        );
         assert!(parse(&["replay", "--tenant", "a", "--since", "yesterday"]).is_err());
         assert!(parse(&["purge"]).is_err(), "--older-than is required");
     }

@@ -581,6 +581,10 @@ async fn record_given_up(context: &Context, delivery: &Delivery, reason: &str) {
         return;
     };
     let part = envelope.positions();
+    let rounds = header_number(delivery.properties.headers().as_ref(), ATTEMPT_HEADER)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0)
+        .saturating_add(1);
     let recorded = async {
         let undone = context
             .store
@@ -596,6 +600,7 @@ async fn record_given_up(context: &Context, delivery: &Delivery, reason: &str) {
                 event,
                 reason: reason.to_owned(),
                 status: None,
+                attempts: Some(rounds),
             })
             .collect();
         let outcome = PartOutcome {
@@ -606,12 +611,29 @@ async fn record_given_up(context: &Context, delivery: &Delivery, reason: &str) {
             .store
             .record_outcome(envelope.chunk_id, &envelope.tenant, &outcome)
             .await
+            .map(|_| outcome.refused.len())
     };
-    if let Err(error) = recorded.await {
-        log::warn!(
+    match recorded.await {
+        Ok(parked) => count_outcome(&envelope.tenant, 0, parked),
+        Err(error) => log::warn!(
             "chunk {}: parked, but its failures could not be recorded: {error}",
             envelope.chunk_id
-        );
+        ),
+    }
+}
+
+/// Counts recorded outcomes per tenant: `forwarder_events_delivered_total{tenant}` and
+/// `forwarder_events_parked_total{tenant}`. The tenant comes from the message, which carries
+/// what ingest-api stored: one of its configured API keys' tenants (`API_KEYS`), so the label
+/// has as many values as there are configured tenants, not one per client or event.
+fn count_outcome(tenant: &str, delivered: usize, parked: usize) {
+    if delivered > 0 {
+        metrics::counter!("forwarder_events_delivered_total", "tenant" => tenant.to_owned())
+            .increment(delivered as u64);
+    }
+    if parked > 0 {
+        metrics::counter!("forwarder_events_parked_total", "tenant" => tenant.to_owned())
+            .increment(parked as u64);
     }
 }
 
@@ -782,6 +804,8 @@ struct Settlement {
     delivered: Positions,
     /// Refused events: position, event, reason, Ncanto's status.
     refused: Vec<(u32, Event, String, Option<u16>)>,
+    /// Delivery rounds the refused events went through, this one included.
+    rounds: u32,
     /// The events to retry, as a message of their own part.
     requeue: Option<Outbound>,
     /// The refused events, as a message of their own part.
@@ -852,6 +876,7 @@ fn plan(
         tenant: tenant.to_owned(),
         delivered,
         refused,
+        rounds: attempt.saturating_add(1),
         requeue,
         park,
     }
@@ -921,6 +946,7 @@ async fn settle(
                 event,
                 reason: reason.clone(),
                 status: *status,
+                attempts: Some(settlement.rounds),
             })
             .collect(),
     };
@@ -937,6 +963,7 @@ async fn settle(
     .await;
     match recorded {
         Ok(state) => {
+            count_outcome(tenant, settlement.delivered.len(), settlement.refused.len());
             if state == Some(ChunkState::Forwarded) {
                 log::debug!("chunk {chunk_id}: every event delivered");
             }

@@ -6,7 +6,8 @@
 //! fails for good with the reason, and records which events of the chunk were delivered or
 //! refused before acknowledging. While its database or its publisher is away it stops
 //! consuming and holds what it has ([`pause`]). Operator commands re-drive parked work
-//! ([`redrive`]), replay stored events ([`replay`]) and apply retention ([`purge`]).
+//! ([`redrive`]), replay stored events ([`replay`]) and apply retention ([`purge`]); the admin
+//! port and `forwarder trace` show where any event is ([`trace`]).
 
 pub mod admin;
 pub mod app;
@@ -20,6 +21,8 @@ pub mod purge;
 pub mod redrive;
 pub mod replay;
 pub mod retry;
+pub mod tenants;
+pub mod trace;
 
 pub use app::{Forwarder, ShutdownHandle};
 pub use config::{Cli, Command, Config};

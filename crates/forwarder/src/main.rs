@@ -87,6 +87,12 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Trace(args) => {
+            let query = args.query(chrono::Utc::now())?;
+            let report = forwarder::trace::trace(&config.connections.store()?, &query).await?;
+            let rendered = forwarder::trace::render(&report, args.format())?;
+            println!("{}", rendered.trim_end());
+        }
         Command::Purge(args) => {
             let store = config.connections.store()?;
             if args.dry_run {

@@ -362,6 +362,12 @@ async fn write_batch(store: &Store, publish: &PublishQueue, batch: Vec<WriteRequ
                 outcomes[r].duplicates.push(e);
             }
         }
+        if chunk.inserted > 0 {
+            // One series per tenant of a configured API key (`API_KEYS`): bounded by the
+            // configuration, never by clients or events. Counted per chunk, not per event.
+            metrics::counter!("ingest_events_accepted_total", "tenant" => tenant.to_string())
+                .increment(u64::try_from(chunk.inserted).unwrap_or(0));
+        }
         if let Some(chunk_id) = chunk.chunk_id {
             jobs.push((chunk_id, tenant, events));
         }

@@ -14,6 +14,10 @@
 //! Delivery state lives per part of a chunk ([`ChunkParts`], [`Store::record_outcome`]): the
 //! positions of its events delivered and refused, so a partial failure, a retry and a re-drive
 //! of one chunk can interleave in any order; the chunk's [`ChunkState`] follows from them.
+//!
+//! Operators' questions — where an event is ([`Store::trace_event`], [`EventTrace`]) and how
+//! many events each tenant has in each stage ([`Store::tenant_counts`]) — are answered from
+//! the same records, with no cost on the write path.
 
 mod chunks;
 mod connect;
@@ -24,6 +28,7 @@ pub mod schema;
 mod state;
 #[cfg(feature = "test-support")]
 pub mod testing;
+mod trace;
 
 use std::time::Duration;
 
@@ -47,6 +52,7 @@ pub use delivery::{FailureRow, Purged};
 pub use error::StoreError;
 pub use parts::{ChunkParts, Failure, PartOutcome};
 pub use state::{ChunkState, UnknownChunkState};
+pub use trace::{EventStatus, EventTrace, RecordedFailure, TenantCounts};
 
 /// Key of the PostgreSQL advisory lock held while migrating ("ILOG" in ASCII).
 const MIGRATION_LOCK: i64 = 0x494C_4F47;

@@ -46,6 +46,9 @@ pub struct Failure<'a> {
     pub reason: String,
     /// Ncanto's HTTP status, when it answered.
     pub status: Option<u16>,
+    /// Delivery rounds the event went through, this one included (1: refused at its first
+    /// delivery; each trip through a retry queue adds one); `None` when unknown.
+    pub attempts: Option<u32>,
 }
 
 /// What became of (part of) one message's events, to record in one statement.
@@ -105,6 +108,9 @@ current AS (
 next AS (
     SELECT c.id,
            d.delivered,
+           -- Positions delivered now and not before: an outcome recorded twice keeps the
+           -- first time (recording stays idempotent).
+           NOT isempty(o.delivered - c.delivered) AS newly_delivered,
            (c.refused + o.refused) - d.delivered AS refused,
            CASE WHEN c.state = 'forwarded' OR d.delivered @> int4range(0, c.event_count)
                     THEN 'forwarded'
@@ -121,6 +127,8 @@ updated AS (
         state = n.state,
         forwarded_at = CASE WHEN n.state = 'forwarded' THEN coalesce(c.forwarded_at, now())
                             ELSE c.forwarded_at END,
+        -- For tracing an event: when this chunk's events were last delivered.
+        last_delivered_at = CASE WHEN n.newly_delivered THEN now() ELSE c.last_delivered_at END,
         -- A finished chunk needs no relay any more: drop its lease.
         leased_until = CASE WHEN n.state IN ('forwarded', 'failed') THEN NULL
                             ELSE c.leased_until END
@@ -129,12 +137,13 @@ updated AS (
     RETURNING c.state
 ),
 failed AS (
-    INSERT INTO event_failures (chunk_id, tenant, position, event, reason, status)
-    SELECT $1, $5, u.position, u.event::jsonb, u.reason, u.status
-    FROM unnest($4::int4[], $6::text[], $7::text[], $8::int4[]) AS u(position, event, reason, status)
+    INSERT INTO event_failures (chunk_id, tenant, position, event, reason, status, attempts)
+    SELECT $1, $5, u.position, u.event::jsonb, u.reason, u.status, u.attempts
+    FROM unnest($4::int4[], $6::text[], $7::text[], $8::int4[], $9::int4[])
+         AS u(position, event, reason, status, attempts)
     ON CONFLICT (chunk_id, position) WHERE position IS NOT NULL
     DO UPDATE SET event = EXCLUDED.event, reason = EXCLUDED.reason, status = EXCLUDED.status,
-                  failed_at = now()
+                  attempts = EXCLUDED.attempts, failed_at = now()
     RETURNING 1
 )
 SELECT (SELECT state FROM updated) AS state";
@@ -293,7 +302,9 @@ impl Store {
 
     /// Records what became of some of a chunk's events, in ONE statement: the positions
     /// delivered and refused join the chunk's (a position delivered is never refused after),
-    /// each refused event gets (or updates) its `event_failures` row, and the chunk becomes
+    /// each refused event gets (or updates) its `event_failures` row (with its reason, status
+    /// and attempts), the chunk's `last_delivered_at` becomes now if positions were newly
+    /// delivered, and the chunk becomes
     /// `forwarded` or `failed` when every event has an outcome. Idempotent: recording the same
     /// outcome again changes nothing but the failures' timestamps. Returns the chunk's state
     /// after, or `None` when the chunk does not exist (failures are recorded all the same).
@@ -312,6 +323,7 @@ impl Store {
         let mut events = Vec::with_capacity(refused.len());
         let mut reasons = Vec::with_capacity(refused.len());
         let mut statuses = Vec::with_capacity(refused.len());
+        let mut attempts = Vec::with_capacity(refused.len());
         for failure in refused {
             positions.push(i32::try_from(failure.position).map_err(|_| {
                 StoreError::Corrupt(format!("position {} out of range", failure.position))
@@ -324,6 +336,11 @@ impl Store {
             // PostgreSQL text cannot hold NUL; a reason quoting Ncanto's body might.
             reasons.push(failure.reason.replace('\0', "\u{fffd}"));
             statuses.push(failure.status.map(i32::from));
+            attempts.push(
+                failure
+                    .attempts
+                    .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+            );
         }
         let row: StateRow = self
             .with_connection(async |conn| {
@@ -336,6 +353,7 @@ impl Store {
                     .bind::<Array<Text>, _>(&events)
                     .bind::<Array<Text>, _>(&reasons)
                     .bind::<Array<Nullable<Integer>>, _>(&statuses)
+                    .bind::<Array<Nullable<Integer>>, _>(&attempts)
                     .get_result(conn)
                     .await?)
             })

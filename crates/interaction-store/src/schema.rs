@@ -11,6 +11,7 @@ diesel::table! {
         published_at -> Nullable<Timestamptz>,
         forwarded_at -> Nullable<Timestamptz>,
         leased_until -> Nullable<Timestamptz>,
+        last_delivered_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -61,6 +61,23 @@ impl TestDatabase {
     }
 }
 
+/// The trace statements, by name, with the index each must be able to use: for tests that
+/// check their plans with `EXPLAIN` (`$1`… are their parameters; see `trace.rs`).
+pub fn trace_statements() -> [(&'static str, &'static str, &'static str); 2] {
+    [
+        (
+            "by eventId",
+            crate::trace::TRACE_BY_EVENT_ID,
+            "events_tenant_event_id",
+        ),
+        (
+            "by subscriber",
+            crate::trace::TRACE_BY_SUBSCRIBER,
+            "events_received_brin",
+        ),
+    ]
+}
+
 /// Sessions connected to a test database, as the server sees them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sessions {

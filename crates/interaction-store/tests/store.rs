@@ -9,7 +9,8 @@ use chrono::DateTime;
 use interaction_core::{Device, Event, Interaction, InteractionType, Setting};
 use interaction_store::testing::TestDatabase;
 use interaction_store::{
-    ChunkState, ClaimLimits, Failure, PartOutcome, Store, StoreConfig, estimated_chunk_bytes,
+    ChunkState, ClaimLimits, EventStatus, Failure, PartOutcome, Store, StoreConfig,
+    estimated_chunk_bytes,
 };
 
 /// At most `n` chunks, any size.
@@ -578,6 +579,7 @@ async fn failures_are_recorded_with_their_position_and_reason() {
             event: &events[0],
             reason: "400: bad asset \0 in the body".into(),
             status: Some(400),
+            attempts: Some(1),
         }],
     };
     assert_eq!(
@@ -615,6 +617,7 @@ async fn a_chunk_that_does_not_exist_has_nothing_done_and_its_failures_are_kept(
             event: &event,
             reason: "refused".into(),
             status: Some(422),
+            attempts: Some(1),
         }],
     };
     assert_eq!(
@@ -808,6 +811,7 @@ async fn part_outcomes_in_any_order_give_the_chunk_the_state_of_its_events() {
                             event: &events[position as usize],
                             reason: format!("{name}: refused"),
                             status: Some(400),
+                            attempts: None,
                         })
                         .collect(),
                 },
@@ -863,6 +867,7 @@ async fn a_message_is_skipped_only_when_its_own_part_is_done() {
             event: &events[3],
             reason: "no".into(),
             status: Some(400),
+            attempts: Some(1),
         }],
     };
     store.record_outcome(id, "t", &refused).await.unwrap();
@@ -1035,4 +1040,295 @@ async fn retention_deletes_only_old_forwarded_events_and_their_chunks() {
     assert_eq!(store.chunk_state(ids[0]).await.unwrap(), None);
     assert_eq!(store.chunk_events(ids[2]).await.unwrap().len(), 4);
     assert_eq!(store.pending_event_count().await.unwrap(), 4);
+}
+
+/// Event `n` with the eventId `e<n>`.
+fn with_id(n: usize) -> (String, Event) {
+    let id = format!("e{n}");
+    let event = event(n, Some(&id));
+    (id, event)
+}
+
+/// A refusal of `events[position]` as the forwarder records it.
+fn refusal(events: &[Event], position: u32, attempts: u32) -> Failure<'_> {
+    Failure {
+        position,
+        event: &events[position as usize],
+        reason: "400 Bad Request: unknown asset".into(),
+        status: Some(400),
+        attempts: Some(attempts),
+    }
+}
+
+#[tokio::test]
+async fn an_events_path_shows_where_it_is_and_what_became_of_it() {
+    let (_db, store) = TestDatabase::migrated().await;
+    let before = chrono::Utc::now() - chrono::TimeDelta::seconds(1);
+    let events: Vec<Event> = (0..4).map(|n| with_id(n).1).collect();
+    let chunk = store
+        .insert_chunks(&[("acme", events.iter().collect())])
+        .await
+        .unwrap()[0]
+        .chunk_id
+        .unwrap();
+    let trace = |id: &'static str| {
+        let store = store.clone();
+        async move { store.trace_event("acme", id).await.unwrap().unwrap() }
+    };
+
+    let pending = trace("e3").await;
+    assert_eq!(
+        (pending.chunk_id, pending.position, pending.status),
+        (chunk, 3, EventStatus::Pending)
+    );
+    assert_eq!(
+        (
+            pending.chunk_state,
+            pending.published_at,
+            pending.delivered_at
+        ),
+        (Some(ChunkState::Pending), None, None)
+    );
+    assert_eq!(
+        (pending.subscriber.as_str(), pending.event_id.as_deref()),
+        ("user_3", Some("e3"))
+    );
+
+    // 0 and 1 delivered, 2 refused on its third round, 3 without an outcome yet.
+    store.mark_published(&[chunk]).await.unwrap();
+    let outcome = PartOutcome {
+        delivered: vec![0..2],
+        refused: vec![refusal(&events, 2, 3)],
+    };
+    store.record_outcome(chunk, "acme", &outcome).await.unwrap();
+    let delivered = trace("e1").await;
+    assert_eq!(
+        (delivered.position, delivered.status, delivered.failure),
+        (1, EventStatus::Delivered, None)
+    );
+    let delivered_at = delivered
+        .delivered_at
+        .expect("a delivered event has a time");
+    assert!(delivered_at >= delivered.received_at);
+    assert!(delivered.published_at.is_some());
+    // Recording the same outcome again (a redelivery) keeps the time.
+    store.record_outcome(chunk, "acme", &outcome).await.unwrap();
+    assert_eq!(trace("e0").await.delivered_at, Some(delivered_at));
+
+    let parked = trace("e2").await;
+    assert_eq!(
+        (parked.status, parked.delivered_at),
+        (EventStatus::Parked, None)
+    );
+    let failure = parked.failure.expect("a parked event has its refusal");
+    assert_eq!(
+        (failure.reason.as_str(), failure.status, failure.attempts),
+        ("400 Bad Request: unknown asset", Some(400), Some(3))
+    );
+    let in_flight = trace("e3").await;
+    assert_eq!(
+        (in_flight.status, in_flight.chunk_state),
+        (EventStatus::InFlight, Some(ChunkState::Published))
+    );
+
+    // A re-drive delivers the parked event, a retry the last one: the chunk is forwarded, and
+    // the refusal stays visible on the event delivered since.
+    let rest = PartOutcome {
+        delivered: vec![2..4],
+        refused: Vec::new(),
+    };
+    assert_eq!(
+        store.record_outcome(chunk, "acme", &rest).await.unwrap(),
+        Some(ChunkState::Forwarded)
+    );
+    let redriven = trace("e2").await;
+    assert_eq!(redriven.status, EventStatus::Delivered);
+    assert!(redriven.delivered_at.unwrap() >= delivered_at);
+    assert_eq!(redriven.failure.unwrap().status, Some(400));
+
+    // Unknown events and tenants.
+    assert_eq!(store.trace_event("acme", "nope").await.unwrap(), None);
+    assert_eq!(store.trace_event("globex", "e0").await.unwrap(), None);
+    assert!(store.tenant_known("acme").await.unwrap());
+    assert!(!store.tenant_known("globex").await.unwrap());
+    store
+        .insert_chunks(&[("initech", vec![&event(7, None)])])
+        .await
+        .unwrap();
+    assert!(
+        store.tenant_known("initech").await.unwrap(),
+        "a tenant that sends no eventIds is known by its chunks"
+    );
+
+    // By subscriber: user_1's events in a window, oldest first, at most `limit`.
+    let (_, again) = with_id(1);
+    let again = Event {
+        event_id: Some("e1-again".into()),
+        ..again
+    };
+    store
+        .insert_chunks(&[("acme", vec![&again])])
+        .await
+        .unwrap();
+    let after = chrono::Utc::now() + chrono::TimeDelta::seconds(1);
+    let found = store
+        .trace_subscriber("acme", "user_1", before, after, 10)
+        .await
+        .unwrap();
+    let paths: Vec<(Option<&str>, u32, EventStatus)> = found
+        .iter()
+        .map(|t| (t.event_id.as_deref(), t.position, t.status))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            (Some("e1"), 1, EventStatus::Delivered),
+            (Some("e1-again"), 0, EventStatus::Pending)
+        ]
+    );
+    let first = store
+        .trace_subscriber("acme", "user_1", before, after, 1)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].event_id.as_deref(), Some("e1"));
+    assert!(
+        store
+            .trace_subscriber(
+                "acme",
+                "user_1",
+                after,
+                after + chrono::TimeDelta::hours(1),
+                10
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .trace_subscriber("globex", "user_1", before, after, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn tenant_counts_split_each_tenants_events_by_stage() {
+    let (db, store) = TestDatabase::migrated().await;
+    let events: Vec<Event> = (0..9).map(|n| event(n, None)).collect();
+    let ids: Vec<i64> = store
+        .insert_chunks(&[
+            ("acme", events[0..4].iter().collect()),
+            ("acme", events[4..6].iter().collect()),
+            ("acme", events[6..9].iter().collect()),
+            ("globex", events[0..5].iter().collect()),
+        ])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.chunk_id.unwrap())
+        .collect();
+    store.mark_published(&ids[0..3]).await.unwrap();
+    // acme: 4 events of which 2 delivered, 1 parked, 1 pending; 2 forwarded; 3 failed with
+    // 1 delivered and 2 parked. globex: 5 not even published.
+    let partly = PartOutcome {
+        delivered: vec![0..2],
+        refused: vec![refusal(&events[0..4], 2, 1)],
+    };
+    store.record_outcome(ids[0], "acme", &partly).await.unwrap();
+    store
+        .record_outcome(ids[1], "acme", &all_delivered(2))
+        .await
+        .unwrap();
+    let failed = PartOutcome {
+        delivered: vec![0..1],
+        refused: vec![refusal(&events[6..9], 1, 1), refusal(&events[6..9], 2, 12)],
+    };
+    assert_eq!(
+        store.record_outcome(ids[2], "acme", &failed).await.unwrap(),
+        Some(ChunkState::Failed)
+    );
+    // A chunk forwarded before positions were recorded: every event counts as delivered.
+    db.execute("INSERT INTO chunks (tenant, event_count, state) VALUES ('legacy', 3, 'forwarded')")
+        .await;
+
+    let counts: Vec<(String, i64, i64, i64, i64)> = store
+        .tenant_counts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.tenant, c.accepted, c.delivered, c.pending, c.parked))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("acme".into(), 9, 5, 1, 3),
+            ("globex".into(), 5, 0, 5, 0),
+            ("legacy".into(), 3, 3, 0, 0),
+        ]
+    );
+    assert_eq!(
+        store.pending_by_tenant().await.unwrap(),
+        [("acme".to_owned(), 1), ("globex".to_owned(), 5)]
+    );
+}
+
+#[tokio::test]
+async fn trace_lookups_can_use_their_indexes() {
+    use diesel_async::{AsyncConnection, RunQueryDsl};
+    #[derive(diesel::QueryableByName)]
+    struct Line {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        line: String,
+    }
+    let (db, store) = TestDatabase::migrated().await;
+    insert(&store, &[event(1, Some("e1")), event(2, None)]).await;
+    let mut conn = diesel_async::AsyncPgConnection::establish(&db.url)
+        .await
+        .unwrap();
+    // A table this small is cheaper to read whole than through any index: forbid that, so
+    // the plan shows whether the index can serve the lookup at all. (The plan on a large
+    // table is in trace.rs.)
+    for setup in [
+        "SET enable_seqscan = off",
+        "CREATE FUNCTION plan_of(statement text) RETURNS SETOF text LANGUAGE plpgsql AS $$
+         DECLARE line text;
+         BEGIN
+             FOR line IN EXECUTE 'EXPLAIN ' || statement LOOP RETURN NEXT line; END LOOP;
+         END $$",
+    ] {
+        diesel::sql_query(setup).execute(&mut conn).await.unwrap();
+    }
+    for (n, (name, statement, index)) in interaction_store::testing::trace_statements()
+        .into_iter()
+        .enumerate()
+    {
+        let arguments = match name {
+            "by eventId" => "('t', 'e1')",
+            "by subscriber" => "('t', 'user_1', now() - interval '1 hour', now(), 100)",
+            other => panic!("no arguments for {other}"),
+        };
+        let prepared = format!("trace_{n}");
+        diesel::sql_query(format!("PREPARE {prepared} AS {statement}"))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let plan: Vec<Line> = diesel::sql_query("SELECT plan_of($1) AS line")
+            .bind::<diesel::sql_types::Text, _>(format!("EXECUTE {prepared}{arguments}"))
+            .load(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let plan = plan
+            .into_iter()
+            .map(|l| l.line)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(plan.contains(index), "{name} does not use {index}:\n{plan}");
+        assert!(
+            !plan.contains("Seq Scan on events"),
+            "{name} reads the whole events table:\n{plan}"
+        );
+    }
 }

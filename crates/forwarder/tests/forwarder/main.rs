@@ -13,3 +13,4 @@ mod https;
 mod operations;
 mod outages;
 mod parts;
+mod trace;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use crate::helpers::{Proxy, TestApp, test_config};
+use crate::helpers::{GLOBEX_KEY, Proxy, TestApp, test_config};
 use crate::ingest::event;
 
 #[tokio::test]
@@ -205,6 +205,38 @@ async fn metrics_count_requests_and_events() {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
     assert!(text.contains(r#"route="/api/v1/logs""#), "{text}");
+}
+
+#[tokio::test]
+async fn accepted_events_are_counted_per_tenant_and_duplicates_are_not() {
+    let app = TestApp::spawn().await;
+    let mut once = event("u1");
+    once["eventId"] = serde_json::json!("only-once");
+    let batch = serde_json::json!([once, event("u2")]);
+    assert_eq!(app.post("/api/v1/logs", &batch).await.status(), 202);
+    // The same eventId again: a duplicate, stored (and counted) once.
+    assert_eq!(app.post("/api/v1/log", &once).await.status(), 202);
+    let response = app
+        .post_raw(
+            "/api/v1/log",
+            serde_json::to_vec(&event("u3")).unwrap(),
+            &[
+                ("content-type", "application/json"),
+                ("x-api-key", GLOBEX_KEY),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    assert_eq!(
+        app.metric(r#"ingest_events_accepted_total{tenant="acme"}"#)
+            .await,
+        2.0
+    );
+    assert_eq!(
+        app.metric(r#"ingest_events_accepted_total{tenant="globex"}"#)
+            .await,
+        1.0
+    );
 }
 
 #[tokio::test]

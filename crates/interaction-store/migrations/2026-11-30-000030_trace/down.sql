@@ -1,0 +1,3 @@
+ALTER INDEX events_received_brin RESET (autosummarize);
+ALTER TABLE event_failures DROP COLUMN attempts;
+ALTER TABLE chunks DROP COLUMN last_delivered_at;
