@@ -204,8 +204,8 @@ async fn fault_postgresql_stops_answering_mid_load_requests_get_503_in_bounded_t
         sent.refused
     );
     assert!(
-        sent.slowest <= Duration::from_secs(8),
-        "every request answered within the documented bound (6 s + slack): slowest {:?}",
+        sent.slowest <= Duration::from_secs(9),
+        "every request answered within the documented bound (6 s, + 3 s for a loaded machine): slowest {:?}",
         sent.slowest
     );
     settle(
