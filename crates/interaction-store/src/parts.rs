@@ -28,6 +28,7 @@
 
 use std::ops::Range;
 
+use diesel::OptionalExtension;
 use diesel::QueryableByName;
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
 use diesel_async::RunQueryDsl;
@@ -218,11 +219,7 @@ impl Store {
                     .bind::<BigInt, _>(chunk_id)
                     .get_result(conn)
                     .await
-                    .map(Some)
-                    .or_else(|e| match e {
-                        diesel::result::Error::NotFound => Ok(None),
-                        e => Err(e),
-                    })?)
+                    .optional()?)
             })
             .await?;
         row.and_then(|row| row.state)
@@ -245,11 +242,7 @@ impl Store {
                 .bind::<BigInt, _>(chunk_id)
                 .get_result(conn)
                 .await
-                .map(Some)
-                .or_else(|e| match e {
-                    diesel::result::Error::NotFound => Ok(None),
-                    e => Err(e),
-                })?)
+                .optional()?)
             })
             .await?;
         row.map(|row| {
@@ -284,11 +277,7 @@ impl Store {
                     .bind::<Bool, _>(redriven)
                     .get_result(conn)
                     .await
-                    .map(Some)
-                    .or_else(|e| match e {
-                        diesel::result::Error::NotFound => Ok(None),
-                        e => Err(e),
-                    })?)
+                    .optional()?)
             })
             .await?;
         match row {
