@@ -1,34 +1,66 @@
 //! The load generator: closed loop (N clients, each sending as soon as its last answer came)
 //! for throughput, and open loop (requests on a fixed schedule, latency measured from the
 //! scheduled instant) for latency, so slow answers cannot hide behind a slower client.
+//!
+//! The closed loop gives each client one bare HTTP/1.1 keep-alive connection (hyper's
+//! connection API, no pool, no per-request allocation of headers): on two cores the generator
+//! shares the machine with the server, and a heavy generator would lower the HTTP ceiling and
+//! every figure measured against it alike, flattering the ratio.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hdrhistogram::Histogram;
-use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use http_body_util::{BodyExt, Full};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::{Method, Request, StatusCode};
 use serde::Serialize;
 
 /// A request to send again and again.
 #[derive(Clone)]
 pub(crate) struct Target {
-    /// HTTP client (pooled connections).
+    /// HTTP client (pooled connections), for the open loop.
     pub(crate) client: reqwest::Client,
-    /// Endpoint URL.
-    pub(crate) url: String,
+    /// The server.
+    pub(crate) addr: SocketAddr,
+    /// `GET` (nothing sent) or `POST` (the body, as JSON).
+    pub(crate) method: Method,
+    /// Path of the endpoint.
+    pub(crate) path: String,
     /// API key.
     pub(crate) key: HeaderValue,
     /// The body, serialized once.
-    pub(crate) body: bytes_body::Body,
-    /// Events in the body.
+    pub(crate) body: Bytes,
+    /// Events in the body (0 for a GET).
     pub(crate) events: u64,
+    /// The status of success.
+    pub(crate) expect: StatusCode,
 }
 
-/// Cheap-to-clone request bodies.
-pub(crate) mod bytes_body {
-    /// A shared body.
-    pub(crate) type Body = std::sync::Arc<Vec<u8>>;
+impl Target {
+    fn url(&self) -> String {
+        format!("http://{}{}", self.addr, self.path)
+    }
+
+    fn request(&self) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(self.body.clone()));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.path.parse().unwrap_or_default();
+        let headers = request.headers_mut();
+        headers.insert(
+            HOST,
+            HeaderValue::from_str(&self.addr.to_string()).unwrap_or(HeaderValue::from_static("x")),
+        );
+        headers.insert("x-api-key", self.key.clone());
+        if self.method == Method::POST {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(self.body.len()));
+        }
+        request
+    }
 }
 
 /// What a load phase measured.
@@ -64,19 +96,63 @@ fn histogram() -> Histogram<u64> {
 async fn send(target: &Target) -> bool {
     let request = target
         .client
-        .post(&target.url)
+        .request(target.method.clone(), target.url())
         .header(CONTENT_TYPE, "application/json")
         .header("x-api-key", target.key.clone())
-        .body(target.body.as_ref().clone());
+        .body(target.body.clone());
     match request.send().await {
         Ok(response) => {
-            let ok = response.status().as_u16() == 202;
+            let ok = response.status() == target.expect;
             // Read the body so the connection goes back to the pool.
             let _ = response.bytes().await;
             ok
         }
         Err(_) => false,
     }
+}
+
+/// One client of the closed loop: its own connection, reopened after an error.
+struct Connection {
+    sender: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+}
+
+impl Connection {
+    /// Sends the request once; true when answered with the expected status.
+    async fn send(&mut self, target: &Target) -> bool {
+        if self.sender.is_none() {
+            self.sender = open(target.addr).await;
+        }
+        let Some(sender) = self.sender.as_mut() else {
+            return false;
+        };
+        let answered = async {
+            sender.ready().await.ok()?;
+            let response = sender.send_request(target.request()).await.ok()?;
+            let status = response.status();
+            // Read the whole body: the connection is reused for the next request.
+            response.into_body().collect().await.ok()?;
+            Some(status == target.expect)
+        }
+        .await;
+        match answered {
+            Some(ok) => ok,
+            None => {
+                self.sender = None;
+                false
+            }
+        }
+    }
+}
+
+async fn open(addr: SocketAddr) -> Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream.set_nodelay(true).ok()?;
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .ok()?;
+    tokio::spawn(connection);
+    Some(sender)
 }
 
 fn result(h: &Histogram<u64>, ok: u64, errors: u64, events: u64, seconds: f64) -> LoadResult {
@@ -108,9 +184,10 @@ pub(crate) async fn closed_loop(
         tokio::spawn(async move {
             let mut h = histogram();
             let (mut ok, mut errors) = (0u64, 0u64);
+            let mut connection = Connection { sender: None };
             while Instant::now() < deadline {
                 let t0 = Instant::now();
-                if send(&target).await {
+                if connection.send(&target).await {
                     ok += 1;
                 } else {
                     errors += 1;

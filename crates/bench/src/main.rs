@@ -24,7 +24,7 @@ use interaction_store::testing::TestDatabase;
 use load::{LoadResult, Progress, Target};
 use procs::Proc;
 use raw::RawRate;
-use reqwest::header::HeaderValue;
+use hyper::header::HeaderValue;
 use serde::Serialize;
 
 /// Throughput, latency and memory of the whole pipeline.
@@ -39,6 +39,56 @@ struct Args {
     /// Events per second offered in the end-to-end phase.
     #[arg(long, default_value_t = 60_000.0)]
     e2e_rate: f64,
+    /// Only drive an ingest-api already running at this address (e.g. `127.0.0.1:8080`, key
+    /// `bench-key-0123456789`) in closed loop and print the result: for profiling.
+    #[arg(long)]
+    load_only: Option<std::net::SocketAddr>,
+    /// With `--load-only`: clients.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// With `--load-only`: seconds.
+    #[arg(long, default_value_t = 8)]
+    seconds: u64,
+    /// With `--load-only`: events per request (0: `GET /livez`, the HTTP ceiling).
+    #[arg(long, default_value_t = 1)]
+    events: usize,
+}
+
+/// `--load-only`: one closed-loop phase against a running ingest-api.
+async fn load_only(addr: std::net::SocketAddr, args: &Args) -> anyhow::Result<()> {
+    let sample = events(args.events.max(1));
+    let body = if args.events == 1 {
+        serde_json::to_vec(&sample[0])?
+    } else {
+        serde_json::to_vec(&sample)?
+    };
+    let target = Target {
+        client: reqwest::Client::new(),
+        addr,
+        method: if args.events == 0 {
+            hyper::Method::GET
+        } else {
+            hyper::Method::POST
+        },
+        path: match args.events {
+            0 => "/livez",
+            1 => "/api/v1/log",
+            _ => "/api/v1/logs",
+        }
+        .into(),
+        key: HeaderValue::from_static(API_KEY),
+        body: body.into(),
+        events: args.events as u64,
+        expect: if args.events == 0 {
+            hyper::StatusCode::OK
+        } else {
+            hyper::StatusCode::ACCEPTED
+        },
+    };
+    let result =
+        load::closed_loop(&target, args.clients, Duration::from_secs(args.seconds)).await;
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    Ok(())
 }
 
 struct Plan {
@@ -51,6 +101,10 @@ struct Plan {
 }
 
 const API_KEY: &str = "bench-key-0123456789";
+/// The name of the HTTP-ceiling phases.
+const CEILING: &str = "HTTP ceiling: GET /livez";
+/// The name of the single-event phases.
+const SINGLE: &str = "ingest 1/request";
 
 fn events(n: usize) -> Vec<Event> {
     let now = chrono::Utc::now();
@@ -109,6 +163,8 @@ struct Report {
     drained_events: i64,
     end_to_end: EndToEnd,
     usage: Vec<Usage>,
+    /// The write path's targets against this run's figures.
+    targets: Vec<TargetCheck>,
 }
 
 fn machine() -> String {
@@ -177,11 +233,14 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // reqwest's TLS needs a process-wide crypto provider (see interaction-runtime).
     interaction_runtime::install_tls_provider();
+    if let Some(addr) = args.load_only {
+        return load_only(addr, &args).await;
+    }
     let plan = if args.quick {
         Plan {
             phase: Duration::from_secs(2),
             batch_levels: vec![32],
-            single_levels: vec![128],
+            single_levels: vec![32],
             e2e: Duration::from_secs(5),
             drain_cap: Duration::from_secs(15),
             raw: Duration::from_secs(2),
@@ -190,7 +249,7 @@ async fn main() -> anyhow::Result<()> {
         Plan {
             phase: Duration::from_secs(8),
             batch_levels: vec![8, 32, 64],
-            single_levels: vec![32, 128, 256],
+            single_levels: vec![32, 256],
             e2e: Duration::from_secs(20),
             drain_cap: Duration::from_secs(90),
             raw: Duration::from_secs(6),
@@ -253,8 +312,8 @@ async fn main() -> anyhow::Result<()> {
         "ingest-api",
         &env(&[
             ("INGEST_ADDR", format!("127.0.0.1:{ingest_port}")),
+            // The default configuration of one tenant otherwise: rate limits included.
             ("API_KEYS", format!("bench:{API_KEY}")),
-            ("RATE_LIMIT_RPS", "0".into()),
         ]),
         &workdir,
         &workdir.join("ingest-api.log"),
@@ -264,6 +323,7 @@ async fn main() -> anyhow::Result<()> {
     wait_ready(&client, &format!("{mock_url}/health"), &mut mock).await?;
     wait_ready(&client, &format!("{ingest_url}/readyz"), &mut ingest).await?;
 
+    let ingest_addr: std::net::SocketAddr = format!("127.0.0.1:{ingest_port}").parse()?;
     let target = |events: &[Event]| -> anyhow::Result<Target> {
         let body = if events.len() == 1 {
             serde_json::to_vec(&events[0])?
@@ -272,17 +332,29 @@ async fn main() -> anyhow::Result<()> {
         };
         Ok(Target {
             client: client.clone(),
-            url: format!(
-                "{ingest_url}/api/v1/{}",
+            addr: ingest_addr,
+            method: hyper::Method::POST,
+            path: format!(
+                "/api/v1/{}",
                 if events.len() == 1 { "log" } else { "logs" }
             ),
             key: HeaderValue::from_static(API_KEY),
-            body: Arc::new(body),
+            body: body.into(),
             events: events.len() as u64,
+            expect: hyper::StatusCode::ACCEPTED,
         })
     };
     let batch_target = target(&batch)?;
     let single_target = target(&batch[..1])?;
+    // The HTTP ceiling: a GET that touches nothing but the HTTP layer, same generator.
+    let ceiling_target = Target {
+        method: hyper::Method::GET,
+        path: "/livez".into(),
+        body: bytes::Bytes::new(),
+        events: 0,
+        expect: hyper::StatusCode::OK,
+        ..single_target.clone()
+    };
 
     // 3. Ingest alone.
     let mut phases = Vec::new();
@@ -296,10 +368,17 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     for &c in &plan.single_levels {
+        eprintln!("bench: HTTP ceiling, GET /livez, {c} clients");
+        let result = load::closed_loop(&ceiling_target, c, plan.phase).await;
+        phases.push(Phase {
+            name: CEILING.into(),
+            concurrency: Some(c),
+            result,
+        });
         eprintln!("bench: ingest, 1 event per request, {c} clients");
         let result = load::closed_loop(&single_target, c, plan.phase).await;
         phases.push(Phase {
-            name: "ingest 1/request".into(),
+            name: SINGLE.into(),
             concurrency: Some(c),
             result,
         });
@@ -511,7 +590,10 @@ async fn main() -> anyhow::Result<()> {
         drained_events,
         end_to_end,
         usage,
+        targets: Vec::new(),
     };
+    let mut report = report;
+    report.targets = targets(&report);
     print_table(&report);
     std::fs::create_dir_all(&args.out)?;
     let path = args.out.join(format!(
@@ -522,6 +604,79 @@ async fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&workdir);
     eprintln!("bench: report written to {}", path.display());
     Ok(())
+}
+
+/// Each single-event phase with the ceiling measured at the same concurrency.
+fn ceiling_pairs(report: &Report) -> Vec<(usize, &LoadResult, &LoadResult)> {
+    report
+        .phases
+        .iter()
+        .filter(|p| p.name == SINGLE)
+        .filter_map(|single| {
+            let clients = single.concurrency?;
+            let ceiling = report
+                .phases
+                .iter()
+                .find(|p| p.name == CEILING && p.concurrency == Some(clients))?;
+            Some((clients, &ceiling.result, &single.result))
+        })
+        .collect()
+}
+
+/// A target of the write path, and whether this run met it.
+#[derive(Serialize)]
+struct TargetCheck {
+    what: String,
+    measured: String,
+    met: bool,
+}
+
+/// The write path's targets, checked against this run (reported, never enforced).
+fn targets(report: &Report) -> Vec<TargetCheck> {
+    let mut checks = Vec::new();
+    for (clients, ceiling, single) in ceiling_pairs(report) {
+        let fraction = single.events_per_s / ceiling.requests_per_s.max(1.0);
+        let (want, p99) = match clients {
+            32 => (0.40, Some(5.0)),
+            256 => (0.50, None),
+            _ => continue,
+        };
+        checks.push(TargetCheck {
+            what: format!(
+                "single events, {clients} clients: ≥ {:.0}% of the ceiling{}, 0 errors",
+                want * 100.0,
+                p99.map(|ms| format!(", p99 ≤ {ms} ms"))
+                    .unwrap_or_default()
+            ),
+            measured: format!(
+                "{:.0}%, p99 {:.2} ms, {} errors",
+                fraction * 100.0,
+                single.p99_ms,
+                single.errors
+            ),
+            met: fraction >= want
+                && p99.is_none_or(|ms| single.p99_ms <= ms)
+                && single.errors == 0,
+        });
+    }
+    if let Some(batch) = report
+        .phases
+        .iter()
+        .find(|p| p.name == "ingest 100/request" && p.concurrency == Some(32))
+    {
+        let raw = report.raw_postgres.events_per_s;
+        checks.push(TargetCheck {
+            what: "100 events/request, 32 clients: ≥ the raw PostgreSQL insert rate".into(),
+            measured: format!(
+                "{} vs {} events/s ({:.0}%)",
+                thousands(batch.result.events_per_s),
+                thousands(raw),
+                batch.result.events_per_s / raw.max(1.0) * 100.0
+            ),
+            met: batch.result.events_per_s >= raw && batch.result.errors == 0,
+        });
+    }
+    checks
 }
 
 fn thousands(n: f64) -> String {
@@ -601,6 +756,35 @@ fn print_table(report: &Report) {
         e.backlog_at_end,
         e.delivered_events_per_s / pg * 100.0
     );
+    println!();
+    println!("Single events against the HTTP ceiling (same generator, same run):");
+    println!();
+    println!(
+        "| clients | ceiling requests/s | single events/s | of the ceiling | p50 ms | p99 ms | errors |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for (clients, ceiling, single) in ceiling_pairs(report) {
+        println!(
+            "| {clients} | {} | {} | {:.0}% | {:.2} | {:.2} | {} |",
+            thousands(ceiling.requests_per_s),
+            thousands(single.events_per_s),
+            single.events_per_s / ceiling.requests_per_s.max(1.0) * 100.0,
+            single.p50_ms,
+            single.p99_ms,
+            single.errors
+        );
+    }
+    println!();
+    println!("| target (issue 13) | measured | met |");
+    println!("|---|---|:-:|");
+    for target in &report.targets {
+        println!(
+            "| {} | {} | {} |",
+            target.what,
+            target.measured,
+            if target.met { "yes" } else { "**no**" }
+        );
+    }
     println!();
     println!("| process | peak RSS MiB | CPU s |");
     println!("|---|---:|---:|");

@@ -1,11 +1,18 @@
 //! The write batcher: concurrent requests share one database write.
 //!
-//! A request hands its normalized events to the queue and waits. A few writer tasks each take
-//! whatever is queued — waiting at most a short linger for more when the queue runs dry, up to
-//! a cap of events — and write it as one statement per tenant (one transaction in all). Only
-//! after the commit does each request get its answer, so a 202 always means "stored". Single
-//! event clients thus cost almost what batch clients cost: the commit, not the event, is the
-//! unit of work.
+//! A request hands its normalized events to the queue and waits. One dispatcher task forms
+//! groups and starts their writes — one statement per tenant (one transaction in all). Only
+//! after the commit does each request get its answer, so a 202 always means "stored".
+//!
+//! Groups form by pipelining, never by waiting on a clock:
+//! - when no write is in flight, whatever is queued is written at once — at low load a
+//!   request costs one database round trip, with no linger;
+//! - while a write is in flight, the next group gathers; it is written as soon as that write
+//!   is done — so groups grow exactly as fast as the database is busy, and single-event
+//!   clients share commits (and chunks, and AMQP messages) as load rises;
+//! - a further write starts beside those in flight (up to `writers`) only for a full group of
+//!   `max_events`: large batches keep several commits going, small requests do not split
+//!   into many small chunks, each of which costs a commit, an AMQP message and a mark.
 //!
 //! The queue is bounded twice, by semaphores: in events (which sizes the writes) and in
 //! estimated bytes ([`interaction_store::estimated_bytes`]: events range from ~0.5 KiB to
@@ -15,13 +22,13 @@
 //! After a commit, each new chunk goes to the outbox publisher; the response does not wait
 //! for the broker.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use interaction_core::Event;
 use interaction_store::{Store, estimated_chunk_bytes};
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::auth::Tenant;
@@ -30,11 +37,9 @@ use crate::outbox::{NotQueued, PublishQueue};
 /// Tuning of the batcher.
 #[derive(Debug, Clone)]
 pub struct BatcherConfig {
-    /// Most events in one write.
+    /// Most events in one write (a single larger request is written alone).
     pub max_events: usize,
-    /// How long a writer waits for more requests when the queue is empty.
-    pub linger: Duration,
-    /// Concurrent writes.
+    /// Most writes in flight at once; beyond the first, only full groups start one.
     pub writers: usize,
     /// Events that may wait in the queue.
     pub queue_events: usize,
@@ -129,18 +134,17 @@ fn permits(wanted: usize, capacity: usize) -> u32 {
     u32::try_from(wanted).unwrap_or(u32::MAX).clamp(1, capacity)
 }
 
-/// The running writers.
+/// The running dispatcher and its writes.
 pub struct Writers {
-    tasks: JoinSet<()>,
+    dispatcher: tokio::task::JoinHandle<()>,
     stop: watch::Sender<bool>,
     room: Room,
 }
 
 impl Batcher {
-    /// Starts the writers.
+    /// Starts the dispatcher.
     pub fn start(store: Store, publish: PublishQueue, config: BatcherConfig) -> (Self, Writers) {
         let (queue, receiver) = mpsc::unbounded_channel();
-        let receiver = Arc::new(Mutex::new(receiver));
         let room = Room {
             events: Arc::new(Semaphore::new(
                 permits(usize::MAX, config.queue_events) as usize
@@ -151,22 +155,26 @@ impl Batcher {
         };
         let (stop, stopped) = watch::channel(false);
         let config = Arc::new(config);
-        let mut tasks = JoinSet::new();
-        for _ in 0..config.writers.max(1) {
-            tasks.spawn(writer(
-                receiver.clone(),
-                store.clone(),
-                publish.clone(),
-                config.clone(),
-                stopped.clone(),
-            ));
-        }
+        let dispatcher = tokio::spawn(dispatch(
+            receiver,
+            store,
+            publish,
+            config.clone(),
+            stopped,
+        ));
         let batcher = Self {
             queue,
             room: room.clone(),
             config,
         };
-        (batcher, Writers { tasks, stop, room })
+        (
+            batcher,
+            Writers {
+                dispatcher,
+                stop,
+                room,
+            },
+        )
     }
 
     /// Stores `events` for `tenant`; returns once they are committed (or not).
@@ -212,62 +220,95 @@ impl Batcher {
 }
 
 impl Writers {
-    /// Refuses new writes, writes what is queued, and waits for the writers to finish.
-    pub async fn shutdown(mut self) {
+    /// Refuses new writes, writes what is queued, and waits for every write to finish.
+    pub async fn shutdown(self) {
         self.room.close();
         let _ = self.stop.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        let _ = self.dispatcher.await;
     }
 }
 
-async fn writer(
-    queue: Arc<Mutex<mpsc::UnboundedReceiver<WriteRequest>>>,
+/// Requests waiting for a write, in arrival order, with their event count.
+#[derive(Default)]
+struct Waiting {
+    requests: VecDeque<WriteRequest>,
+    events: usize,
+}
+
+impl Waiting {
+    fn push(&mut self, request: WriteRequest) {
+        self.events += request.events.len();
+        self.requests.push_back(request);
+    }
+
+    /// The oldest requests up to `max_events` events (at least one request, however large).
+    /// Requests whose caller stopped waiting (deadline passed, client gone) are dropped: their
+    /// callers were not told "stored", so nothing is lost by leaving them out.
+    fn take_group(&mut self, max_events: usize) -> Vec<WriteRequest> {
+        let mut group = Vec::new();
+        let mut count = 0;
+        while let Some(next) = self.requests.front() {
+            let n = next.events.len();
+            if !group.is_empty() && count + n > max_events {
+                break;
+            }
+            count += n;
+            self.events -= n;
+            if let Some(request) = self.requests.pop_front()
+                && !request.reply.is_closed()
+            {
+                group.push(request);
+            }
+        }
+        group
+    }
+}
+
+/// Forms groups and starts their writes (see the module documentation for the rule); on
+/// stop, writes everything still queued and waits for the writes in flight.
+async fn dispatch(
+    mut queue: mpsc::UnboundedReceiver<WriteRequest>,
     store: Store,
     publish: PublishQueue,
     config: Arc<BatcherConfig>,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let mut waiting = Waiting::default();
+    let mut writes: JoinSet<()> = JoinSet::new();
+    let mut stopping = false;
+    let writers = config.writers.max(1);
     loop {
-        let batch = {
-            let mut queue = queue.lock().await;
-            let first = tokio::select! {
-                request = queue.recv() => request,
-                _ = stopped.wait_for(|s| *s) => queue.try_recv().ok(),
-            };
-            let Some(first) = first else {
-                return; // stopping and nothing left, or every sender gone
-            };
-            let mut count = first.events.len();
-            let mut batch = vec![first];
-            // Take what is already queued, then linger briefly for more.
-            let deadline = tokio::time::Instant::now() + config.linger;
-            while count < config.max_events {
-                let next = match queue.try_recv() {
-                    Ok(request) => Some(request),
-                    Err(_) if config.linger.is_zero() || *stopped.borrow() => None,
-                    Err(_) => tokio::time::timeout_at(deadline, queue.recv())
-                        .await
-                        .ok()
-                        .flatten(),
-                };
-                let Some(next) = next else { break };
-                count += next.events.len();
-                batch.push(next);
-            }
-            batch
-        };
-        // A request whose caller stopped waiting (deadline passed, client gone) is not
-        // written: its caller was not told "stored", so nothing is lost by leaving it out.
-        let batch: Vec<WriteRequest> = batch.into_iter().filter(|r| !r.reply.is_closed()).collect();
-        if batch.is_empty() {
-            continue;
+        while let Ok(request) = queue.try_recv() {
+            waiting.push(request);
         }
-        write_batch(&store, &publish, batch).await;
+        while !waiting.requests.is_empty()
+            && (writes.is_empty()
+                || (writes.len() < writers && waiting.events >= config.max_events))
+        {
+            let group = waiting.take_group(config.max_events);
+            if !group.is_empty() {
+                writes.spawn(write_batch(store.clone(), publish.clone(), group));
+            }
+        }
+        metrics::gauge!("ingest_write_queue_events").set(waiting.events as f64);
+        metrics::gauge!("ingest_db_writes_in_flight").set(writes.len() as f64);
+        if stopping && waiting.requests.is_empty() && writes.is_empty() {
+            return;
+        }
+        tokio::select! {
+            request = queue.recv(), if !stopping => match request {
+                Some(request) => waiting.push(request),
+                None => stopping = true, // every sender gone
+            },
+            Some(_) = writes.join_next(), if !writes.is_empty() => {}
+            _ = stopped.wait_for(|s| *s), if !stopping => stopping = true,
+            else => return,
+        }
     }
 }
 
 /// Writes one batch of requests and answers each.
-async fn write_batch(store: &Store, publish: &PublishQueue, batch: Vec<WriteRequest>) {
+async fn write_batch(store: Store, publish: PublishQueue, batch: Vec<WriteRequest>) {
     // Group by tenant, keeping arrival order: one chunk (and one AMQP message) per tenant.
     let mut tenants: Vec<(Tenant, Vec<(usize, usize)>)> = Vec::new();
     for (r, request) in batch.iter().enumerate() {

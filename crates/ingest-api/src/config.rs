@@ -98,11 +98,9 @@ pub struct Config {
     #[arg(long, env = "WRITE_BATCH_EVENTS", default_value_t = 1000)]
     pub write_batch_events: usize,
 
-    /// How long a write waits for more requests to share it.
-    #[arg(long, env = "WRITE_LINGER", default_value = "2ms", value_parser = parse_duration)]
-    pub write_linger: Duration,
-
-    /// Concurrent database writes.
+    /// Most database writes in flight at once. Requests that arrive while a write is in
+    /// flight wait for it and share the next one; a further write starts beside it only for
+    /// a full group of WRITE_BATCH_EVENTS.
     #[arg(long, env = "WRITERS", default_value_t = 4)]
     pub writers: usize,
 
@@ -172,7 +170,7 @@ mod tests {
         let env = interaction_runtime::env_file_args(&Cli::command(), path.as_ref()).unwrap();
         assert!(env.without_env.is_empty(), "{:?}", env.without_env);
         let cli = Cli::try_parse_from(&env.args).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(cli.config.write_linger, Duration::from_millis(2));
+        assert_eq!(cli.config.writers, 4);
         assert_eq!(cli.config.rating_map_file, "");
     }
 

@@ -118,7 +118,6 @@ impl Application {
             publish_tx,
             BatcherConfig {
                 max_events: config.write_batch_events.max(1),
-                linger: config.write_linger,
                 writers: config.writers.max(1),
                 queue_events: config.write_queue_events.max(1),
                 queue_bytes: config.write_queue_bytes.max(1),

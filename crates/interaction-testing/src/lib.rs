@@ -66,15 +66,39 @@ async fn until(held: &mut watch::Receiver<bool>, value: bool) {
     let _ = held.wait_for(|h| *h == value).await.map(|_| ());
 }
 
-/// A TCP proxy on loopback in front of one service, that the test can cut and restore, or
-/// make hold: accept connections and bytes but never answer (a server that hangs, a network
-/// that black-holes), which no refused connection can imitate.
+/// Copies `from` to `to` until either ends; while `paused` is true, what was read is kept
+/// and written only once it turns false.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut paused: watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        until(&mut paused, false).await;
+        if to.write_all(&buffer[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// A TCP proxy on loopback in front of one service, that the test can cut and restore, make
+/// hold: accept connections and bytes but never answer (a server that hangs, a network that
+/// black-holes), which no refused connection can imitate — or pause: keep every byte and
+/// deliver it late (a slow service, a statement in flight for as long as the test needs).
 pub struct Proxy {
     /// The port to connect to instead of the service's.
     pub port: u16,
     up: Arc<AtomicBool>,
     cuts: watch::Sender<u64>,
     holding: watch::Sender<bool>,
+    paused: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -95,15 +119,22 @@ impl Proxy {
         let up = Arc::new(AtomicBool::new(up));
         let (cuts, _) = watch::channel(0u64);
         let (holding, _) = watch::channel(false);
-        let (flag, watcher, hold, target) =
-            (up.clone(), cuts.clone(), holding.clone(), target.to_owned());
+        let (paused, _) = watch::channel(false);
+        let (flag, watcher, hold, pause, target) = (
+            up.clone(),
+            cuts.clone(),
+            holding.clone(),
+            paused.clone(),
+            target.to_owned(),
+        );
         let task = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 if !flag.load(Ordering::SeqCst) {
                     continue; // dropped: closed at once, like a service that is down
                 }
                 let mut cut = watcher.subscribe();
                 let mut held = hold.subscribe();
+                let pause = pause.clone();
                 let target = target.clone();
                 tokio::spawn(async move {
                     let holding_now = *held.borrow_and_update();
@@ -115,11 +146,22 @@ impl Proxy {
                         }
                         return;
                     }
-                    let Ok(mut server) = TcpStream::connect(&target).await else {
+                    let Ok(server) = TcpStream::connect(&target).await else {
                         return;
                     };
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    let both_ways = async {
+                        tokio::join!(
+                            pump(client_read, server_write, pause.subscribe()),
+                            pump(server_read, client_write, pause.subscribe()),
+                        )
+                    };
+                    // Pinned here, not moved into the select: on a hold both sockets must
+                    // stay open (and silent) until the hold ends.
+                    tokio::pin!(both_ways);
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = &mut both_ways => {}
                         _ = cut.changed() => {}
                         _ = until(&mut held, true) => {
                             // Both sockets stay open and nothing moves, until the hold ends
@@ -138,6 +180,7 @@ impl Proxy {
             up,
             cuts,
             holding,
+            paused,
             task,
         }
     }
@@ -151,6 +194,18 @@ impl Proxy {
     /// Ends a [`Proxy::hold`]: the held connections are closed, new ones go through.
     pub fn release(&self) {
         self.holding.send_replace(false);
+    }
+
+    /// The service turns slow: connections stay open and every byte either way is kept, not
+    /// delivered, until [`Proxy::resume`] delivers it. A statement sent meanwhile stays in
+    /// flight, then completes.
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+
+    /// Ends a [`Proxy::pause`]: what was kept is delivered, in order.
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
     }
 
     /// The service goes away: open connections are cut, new ones refused.

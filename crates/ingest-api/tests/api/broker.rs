@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Proxy, TestApp};
+use crate::helpers::{Proxy, TestApp, database_through};
 use crate::ingest::event;
 
 #[tokio::test]
@@ -103,39 +103,36 @@ async fn a_broker_outage_mid_run_loses_nothing() {
 
 #[tokio::test]
 async fn a_graceful_shutdown_answers_in_flight_requests_and_publishes_what_it_stored() {
-    let mut app = TestApp::spawn_with(|c| c.write_linger = Duration::from_millis(50)).await;
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let mut app = TestApp::spawn_with(|c| database_through(c, &proxy)).await;
     app.wait_for_broker().await;
+    assert_eq!(app.post("/api/v1/log", &event("warm")).await.status(), 202);
     let client = app.client.clone();
     let url = app.url("/api/v1/log");
-    let sends: Vec<_> = (0..50)
-        .map(|i| {
-            let request = client
-                .post(&url)
-                .header("content-type", "application/json")
-                .header("x-api-key", crate::helpers::ACME_KEY)
-                .json(&event(&format!("u{i}")));
-            tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let store = app.store.clone();
-    let accepted_before_stop = {
-        app.shutdown.shutdown();
-        let mut accepted = 0;
-        for send in sends {
-            match send.await.unwrap() {
-                Ok(202) => accepted += 1,
-                Ok(503) | Err(_) => {} // refused while stopping: the client retries
-                Ok(other) => panic!("unexpected status {other}"),
-            }
-        }
-        accepted
+    let send = |i: usize| {
+        let request = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-api-key", crate::helpers::ACME_KEY)
+            .json(&event(&format!("u{i}")));
+        tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
     };
+    // One write in flight (the database paused) and 49 requests queued behind it when the
+    // stop begins.
+    proxy.pause();
+    let mut sends = vec![send(0)];
+    app.wait_for_writes(1.0, 0.0).await;
+    sends.extend((1..50).map(send));
+    app.wait_for_writes(1.0, 49.0).await;
+    let store = app.store.clone();
+    app.shutdown.shutdown();
+    proxy.resume();
+    // Every request already queued is written and answered: none is dropped by the stop.
+    for send in sends {
+        assert_eq!(send.await.unwrap().unwrap(), 202);
+    }
     // Every 202 is stored, and everything stored was published before the app stopped.
-    assert_eq!(
-        store.pending_event_count().await.unwrap(),
-        accepted_before_stop
-    );
+    assert_eq!(store.pending_event_count().await.unwrap(), 51);
     app.stopped_within(Duration::from_secs(20)).await;
     assert_eq!(store.unpublished_chunk_count().await.unwrap(), 0);
 }

@@ -42,6 +42,20 @@ pub(crate) fn test_config(database_url: &str) -> Config {
     config
 }
 
+/// Points the app's database connections at `proxy` (in front of the machine's PostgreSQL),
+/// with a statement timeout long enough for a test to keep a write in flight through a
+/// [`Proxy::pause`] on a loaded machine.
+pub(crate) fn database_through(config: &mut Config, proxy: &Proxy) {
+    use secrecy::ExposeSecret;
+    config.connections.database_url = config
+        .connections
+        .database_url
+        .expose_secret()
+        .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port))
+        .into();
+    config.connections.database_statement_timeout = Duration::from_secs(60);
+}
+
 /// A running app, its database and its queues; all removed on drop.
 pub(crate) struct TestApp {
     pub(crate) address: String,
@@ -189,6 +203,22 @@ impl TestApp {
         text.lines()
             .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
             .map_or(0.0, |value| value.trim().parse().unwrap())
+    }
+
+    /// Waits until the gauges of the write path read `in_flight` writes and `waiting` queued
+    /// events.
+    pub(crate) async fn wait_for_writes(&self, in_flight: f64, waiting: f64) {
+        self.wait_until(
+            &format!("{in_flight} writes in flight and {waiting} events waiting"),
+            async || {
+                let now = (
+                    self.metric("ingest_db_writes_in_flight").await,
+                    self.metric("ingest_write_queue_events").await,
+                );
+                (now == (in_flight, waiting)).then_some(())
+            },
+        )
+        .await;
     }
 
     /// Runs SQL on the app's database (see `TestDatabase::execute`).

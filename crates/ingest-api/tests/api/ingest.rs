@@ -5,7 +5,7 @@ use std::time::Duration;
 use interaction_core::format_timestamp;
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{Proxy, TestApp, database_through};
 
 /// A valid event happening now.
 pub(crate) fn event(subscriber: &str) -> Value {
@@ -339,24 +339,82 @@ async fn actions_and_omitted_ratings_use_the_tenants_rating_profile() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Sends `body` to `path` from a task of its own; the task answers the status.
+fn send_later(app: &TestApp, path: &str, body: Value) -> tokio::task::JoinHandle<u16> {
+    let request = app
+        .client
+        .post(app.url(path))
+        .header("content-type", "application/json")
+        .header("x-api-key", crate::helpers::ACME_KEY)
+        .json(&body);
+    tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+}
+
+/// The number of events of each published chunk, in chunk order.
+async fn chunk_sizes(app: &TestApp) -> Vec<usize> {
+    app.published()
+        .await
+        .iter()
+        .map(|c| c.events.len())
+        .collect()
+}
+
 #[tokio::test]
-async fn concurrent_single_event_requests_share_database_writes() {
-    let app = TestApp::spawn_with(|c| c.write_linger = Duration::from_millis(20)).await;
-    let requests = 200;
-    let sends = (0..requests).map(|i| {
-        let body = event(&format!("u{i}"));
-        let app = &app;
-        async move { app.post("/api/v1/log", &body).await.status().as_u16() }
-    });
-    let statuses = futures_util::future::join_all(sends).await;
-    assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
-    assert_eq!(app.store.pending_event_count().await.unwrap(), requests);
-    let chunks = app.published().await;
-    let events: usize = chunks.iter().map(|c| c.events.len()).sum();
-    assert_eq!(events, requests as usize);
-    assert!(
-        chunks.len() <= requests as usize / 4,
-        "{} writes for {requests} requests",
-        chunks.len()
-    );
+async fn requests_that_arrive_while_a_write_is_in_flight_share_the_next_write() {
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let app = TestApp::spawn_with(|c| database_through(c, &proxy)).await;
+    app.wait_for_broker().await;
+    assert_eq!(app.post("/api/v1/log", &event("warm")).await.status(), 202);
+
+    // With the database idle a request is written at once: no linger.
+    proxy.pause();
+    let first = send_later(&app, "/api/v1/log", event("first"));
+    app.wait_for_writes(1.0, 0.0).await;
+    // While it is in flight, 200 single events gather; a group smaller than
+    // WRITE_BATCH_EVENTS does not start a second write.
+    let sends: Vec<_> = (0..200)
+        .map(|i| send_later(&app, "/api/v1/log", event(&format!("u{i}"))))
+        .collect();
+    app.wait_for_writes(1.0, 200.0).await;
+    proxy.resume();
+
+    assert_eq!(first.await.unwrap(), 202);
+    for send in sends {
+        assert_eq!(send.await.unwrap(), 202);
+    }
+    assert_eq!(app.store.pending_event_count().await.unwrap(), 202);
+    assert_eq!(chunk_sizes(&app).await, [1, 1, 200], "one write each, then one for all");
+}
+
+#[tokio::test]
+async fn a_full_group_starts_another_write_beside_the_one_in_flight_up_to_writers() {
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let app = TestApp::spawn_with(|c| {
+        database_through(c, &proxy);
+        c.write_batch_events = 10;
+        c.writers = 2;
+    })
+    .await;
+    app.wait_for_broker().await;
+    assert_eq!(app.post("/api/v1/log", &event("warm")).await.status(), 202);
+    let batch = |n: usize| Value::Array((0..n).map(|i| event(&format!("b{i}"))).collect());
+
+    proxy.pause();
+    let sends = vec![send_later(&app, "/api/v1/log", event("first"))];
+    app.wait_for_writes(1.0, 0.0).await;
+    let mut sends = sends;
+    sends.push(send_later(&app, "/api/v1/logs", batch(10)));
+    app.wait_for_writes(2.0, 0.0).await;
+    // Full again, but WRITERS are all busy: it waits.
+    sends.push(send_later(&app, "/api/v1/logs", batch(10)));
+    sends.push(send_later(&app, "/api/v1/logs", batch(3)));
+    app.wait_for_writes(2.0, 13.0).await;
+    proxy.resume();
+
+    for send in sends {
+        assert_eq!(send.await.unwrap(), 202);
+    }
+    let mut sizes = chunk_sizes(&app).await;
+    sizes[3..].sort_unstable(); // the last two writes may run in either order
+    assert_eq!(sizes, [1, 1, 10, 3, 10]);
 }
