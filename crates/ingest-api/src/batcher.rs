@@ -122,6 +122,20 @@ impl Room {
         Ok((events, bytes))
     }
 
+    /// [`Room::reserve`] without waiting: `None` when either semaphore lacks room (or is
+    /// closed); nothing is held then.
+    fn try_reserve(
+        &self,
+        config: &BatcherConfig,
+        events: &[Event],
+    ) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let count = permits(events.len(), config.queue_events);
+        let bytes = permits(estimated_chunk_bytes(events), config.queue_bytes);
+        let events = self.events.clone().try_acquire_many_owned(count).ok()?;
+        let bytes = self.bytes.clone().try_acquire_many_owned(bytes).ok()?;
+        Some((events, bytes))
+    }
+
     fn close(&self) {
         self.events.close();
         self.bytes.close();
@@ -183,19 +197,23 @@ impl Batcher {
         tenant: Tenant,
         events: Vec<Event>,
     ) -> Result<WriteOutcome, WriteError> {
-        // A single request larger than the whole queue still gets in, alone.
-        let room = match tokio::time::timeout(
-            self.config.queue_timeout,
-            self.room.reserve(&self.config, &events),
-        )
-        .await
-        {
-            Err(_) => {
-                metrics::counter!("ingest_write_queue_full_total").increment(1);
-                return Err(WriteError::QueueFull);
-            }
-            Ok(Err(_closed)) => return Err(WriteError::ShuttingDown),
-            Ok(Ok(room)) => room,
+        // A single request larger than the whole queue still gets in, alone. Room is usually
+        // there: take it without arming a timer, and wait (bounded) only when it is not.
+        let room = match self.room.try_reserve(&self.config, &events) {
+            Some(room) => room,
+            None => match tokio::time::timeout(
+                self.config.queue_timeout,
+                self.room.reserve(&self.config, &events),
+            )
+            .await
+            {
+                Err(_) => {
+                    metrics::counter!("ingest_write_queue_full_total").increment(1);
+                    return Err(WriteError::QueueFull);
+                }
+                Ok(Err(_closed)) => return Err(WriteError::ShuttingDown),
+                Ok(Ok(room)) => room,
+            },
         };
         let (reply, answer) = oneshot::channel();
         self.queue

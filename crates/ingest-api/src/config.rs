@@ -56,13 +56,15 @@ pub struct Config {
     )]
     pub api_keys: String,
 
-    /// Requests per second allowed per API key (0: no limit). An app's key is shared by every
-    /// install of the app, so this caps a whole tenant, not one user.
-    #[arg(long, env = "RATE_LIMIT_RPS", default_value_t = 20_000)]
+    /// Requests per second allowed per API key and instance (0: no limit). An app's key is
+    /// shared by every install of the app, so this caps a whole tenant, not one user. The
+    /// default is above what one instance can store (~20,000 single events/s on two cores), so
+    /// a tenant is never throttled by its own ordinary load — only a runaway key is.
+    #[arg(long, env = "RATE_LIMIT_RPS", default_value_t = 100_000)]
     pub rate_limit_rps: u32,
 
     /// Requests a key may send at once above the steady rate.
-    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 40_000)]
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 100_000)]
     pub rate_limit_burst: u32,
 
     /// Browser origins allowed by CORS, comma-separated (`*` for any; empty: none).

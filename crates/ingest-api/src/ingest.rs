@@ -135,7 +135,9 @@ async fn ingest(
         ));
     }
     let skipped = batch.skipped();
-    metrics::counter!("ingest_events_invalid_total").increment(skipped as u64);
+    if skipped > 0 {
+        metrics::counter!("ingest_events_invalid_total").increment(skipped as u64);
+    }
     if batch.events.is_empty() {
         let message = if batch.received == 1 {
             "the event is invalid; see errors".to_owned()

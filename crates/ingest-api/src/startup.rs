@@ -110,6 +110,9 @@ impl Application {
                 log::info!("applied migrations: {}", applied.join(", "));
             }
         }
+        // Series that dashboards and alerts expect before their first event: counted only
+        // when something happens, so they are created here, at zero.
+        metrics::counter!("ingest_events_invalid_total").increment(0);
         let publisher = Publisher::start(bus);
         let (publish_tx, publish_rx) = PublishQueue::bounded(config.publish_queue_bytes);
         let outbox = crate::outbox::start(publisher.clone(), store.clone(), publish_rx);
