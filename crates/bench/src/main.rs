@@ -19,12 +19,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use hyper::header::HeaderValue;
 use interaction_core::{Device, Event, Interaction, InteractionType, Setting};
 use interaction_store::testing::TestDatabase;
 use load::{LoadResult, Progress, Target};
 use procs::Proc;
 use raw::RawRate;
-use hyper::header::HeaderValue;
 use serde::Serialize;
 
 /// Throughput, latency and memory of the whole pipeline.
@@ -85,8 +85,7 @@ async fn load_only(addr: std::net::SocketAddr, args: &Args) -> anyhow::Result<()
             hyper::StatusCode::ACCEPTED
         },
     };
-    let result =
-        load::closed_loop(&target, args.clients, Duration::from_secs(args.seconds)).await;
+    let result = load::closed_loop(&target, args.clients, Duration::from_secs(args.seconds)).await;
     println!("{}", serde_json::to_string_pretty(&result)?);
     Ok(())
 }
@@ -334,10 +333,7 @@ async fn main() -> anyhow::Result<()> {
             client: client.clone(),
             addr: ingest_addr,
             method: hyper::Method::POST,
-            path: format!(
-                "/api/v1/{}",
-                if events.len() == 1 { "log" } else { "logs" }
-            ),
+            path: format!("/api/v1/{}", if events.len() == 1 { "log" } else { "logs" }),
             key: HeaderValue::from_static(API_KEY),
             body: body.into(),
             events: events.len() as u64,
@@ -645,8 +641,7 @@ fn targets(report: &Report) -> Vec<TargetCheck> {
             what: format!(
                 "single events, {clients} clients: ≥ {:.0}% of the ceiling{}, 0 errors",
                 want * 100.0,
-                p99.map(|ms| format!(", p99 ≤ {ms} ms"))
-                    .unwrap_or_default()
+                p99.map(|ms| format!(", p99 ≤ {ms} ms")).unwrap_or_default()
             ),
             measured: format!(
                 "{:.0}%, p99 {:.2} ms, {} errors",
@@ -654,9 +649,7 @@ fn targets(report: &Report) -> Vec<TargetCheck> {
                 single.p99_ms,
                 single.errors
             ),
-            met: fraction >= want
-                && p99.is_none_or(|ms| single.p99_ms <= ms)
-                && single.errors == 0,
+            met: fraction >= want && p99.is_none_or(|ms| single.p99_ms <= ms) && single.errors == 0,
         });
     }
     if let Some(batch) = report

@@ -169,13 +169,7 @@ impl Batcher {
         };
         let (stop, stopped) = watch::channel(false);
         let config = Arc::new(config);
-        let dispatcher = tokio::spawn(dispatch(
-            receiver,
-            store,
-            publish,
-            config.clone(),
-            stopped,
-        ));
+        let dispatcher = tokio::spawn(dispatch(receiver, store, publish, config.clone(), stopped));
         let batcher = Self {
             queue,
             room: room.clone(),
