@@ -177,11 +177,30 @@ pub async fn publish_chunk(
     }
 }
 
-async fn mark_published(store: Store, mut marked: mpsc::UnboundedReceiver<i64>) {
-    let mut ids = Vec::with_capacity(MARK_BATCH);
+async fn mark_published(store: Store, marked: mpsc::UnboundedReceiver<i64>) {
+    gather_marks(marked, |ids: Vec<i64>| {
+        let store = store.clone();
+        async move {
+            if let Err(error) = store.mark_published(&ids).await {
+                // The chunks stay `pending`; the relay re-publishes them and the forwarder
+                // skips what it already forwarded.
+                log::warn!("could not mark {} chunks published: {error}", ids.len());
+            }
+        }
+    })
+    .await;
+}
+
+/// Hands confirmed chunk ids to `mark` in batches: from the first id, gathers for at most
+/// [`MARK_EVERY`] or [`MARK_BATCH`] ids, whichever comes first; one batch at a time. Returns
+/// once every sender is gone and every id was handed over.
+async fn gather_marks<F: Future<Output = ()>>(
+    mut marked: mpsc::UnboundedReceiver<i64>,
+    mut mark: impl FnMut(Vec<i64>) -> F,
+) {
     let mut open = true;
     while open {
-        // Wait for a first id, then gather for at most MARK_EVERY (or until the batch is full).
+        let mut ids = Vec::with_capacity(MARK_BATCH);
         match marked.recv().await {
             Some(id) => ids.push(id),
             None => return,
@@ -197,12 +216,7 @@ async fn mark_published(store: Store, mut marked: mpsc::UnboundedReceiver<i64>) 
                 Err(_) => break,
             }
         }
-        if let Err(error) = store.mark_published(&ids).await {
-            // The chunks stay `pending`; the relay re-publishes them and the forwarder
-            // skips what it already forwarded.
-            log::warn!("could not mark {} chunks published: {error}", ids.len());
-        }
-        ids.clear();
+        mark(ids).await;
     }
 }
 
@@ -228,6 +242,62 @@ mod tests {
                 "{bytes} in {capacity}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn confirms_are_marked_in_batches_not_one_by_one() {
+        // (ids confirmed at once, batches expected)
+        let cases = [
+            (1, vec![1]),
+            (50, vec![50]),
+            (MARK_BATCH + 5, vec![MARK_BATCH, 5]),
+        ];
+        for (n, want) in cases {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            for id in 0..n as i64 {
+                sender.send(id).unwrap();
+            }
+            drop(sender);
+            let mut batches = Vec::new();
+            gather_marks(receiver, |ids| {
+                batches.push(ids);
+                std::future::ready(())
+            })
+            .await;
+            let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+            assert_eq!(sizes, want, "{n} confirms");
+            let all: Vec<i64> = batches.concat();
+            assert_eq!(
+                all,
+                (0..n as i64).collect::<Vec<_>>(),
+                "every id once, in order"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn confirms_that_trickle_in_share_a_mark_within_mark_every() {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let marker = tokio::spawn(async move {
+            let mut batches = Vec::new();
+            gather_marks(receiver, |ids| {
+                batches.push(ids);
+                std::future::ready(())
+            })
+            .await;
+            batches
+        });
+        // Five confirms 10 ms apart share one mark; one that comes after MARK_EVERY has
+        // passed gets the next.
+        for id in 0..5 {
+            sender.send(id).unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(MARK_EVERY).await;
+        sender.send(5).unwrap();
+        drop(sender);
+        let batches = marker.await.unwrap();
+        assert_eq!(batches, [vec![0, 1, 2, 3, 4], vec![5]]);
     }
 
     fn chunk(events: usize) -> Vec<Event> {

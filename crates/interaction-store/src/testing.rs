@@ -140,3 +140,25 @@ impl Drop for TestDatabase {
         }
     }
 }
+
+/// One row of `pg_prepared_statements`.
+#[derive(diesel::QueryableByName)]
+struct PreparedRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    statement: String,
+}
+
+impl Store {
+    /// The statements prepared (named, kept) on the pooled connection this call gets — with a
+    /// pool of one, the connection every operation of the store uses.
+    pub async fn prepared_statements(&self) -> Result<Vec<String>, crate::StoreError> {
+        self.with_connection(async |conn| {
+            let rows: Vec<PreparedRow> =
+                diesel::sql_query("SELECT statement FROM pg_prepared_statements")
+                    .load(conn)
+                    .await?;
+            Ok(rows.into_iter().map(|row| row.statement).collect())
+        })
+        .await
+    }
+}

@@ -119,6 +119,26 @@ async fn a_chunk_is_stored_exactly_and_counts_as_pending() {
 }
 
 #[tokio::test]
+async fn the_chunk_insert_is_prepared_once_per_connection_and_reused() {
+    let (db, _) = TestDatabase::migrated().await;
+    let mut config = StoreConfig::new(db.url.clone());
+    config.max_connections = 1;
+    let store = Store::new(&config).unwrap();
+    for n in 0..3 {
+        insert(&store, &[event(n, None)]).await;
+    }
+    let inserts: Vec<String> = store
+        .prepared_statements()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|statement| statement.contains("INSERT INTO events"))
+        .collect();
+    // Parsed and planned once, then only bound and executed: one round trip per write.
+    assert_eq!(inserts.len(), 1, "{inserts:?}");
+}
+
+#[tokio::test]
 async fn event_ids_are_unique_per_tenant_across_and_within_chunks() {
     let (_db, store) = TestDatabase::migrated().await;
     let first = [event(1, Some("a")), event(2, Some("b")), event(3, None)];
