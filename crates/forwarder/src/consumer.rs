@@ -65,6 +65,13 @@ pub const LAST_ERROR_HEADER: &str = "x-last-error";
 /// The quorum queue's count of earlier returns of a message (set by RabbitMQ).
 pub const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 
+/// How often the consumer looks at its connection's state (see `consume_once`).
+const CONNECTION_CHECK: Duration = Duration::from_secs(1);
+
+/// How long a cancel or close may wait for the broker's answer before the connection is
+/// taken for lost.
+const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long to wait before handing back a message the database refused to handle (not an
 /// outage): without it, a refused message would bounce between broker and consumer as fast as
 /// they can.
@@ -248,6 +255,12 @@ async fn consume_once(
     let mut paused = context.pause.subscribe();
     let mut tasks = JoinSet::new();
     let mut generation = 0u64;
+    // The connection's own state, looked at every second: a consumer stream is not always
+    // ended when the connection under it dies (seen once in a fault test under load: the
+    // consumer then waited forever), so no wait below relies on the stream alone.
+    let mut check = tokio::time::interval(CONNECTION_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let lost = || anyhow::anyhow!("the connection to RabbitMQ was lost");
     let result = 'channel: loop {
         // Paused: hold what is in hand, take nothing new.
         loop {
@@ -258,6 +271,9 @@ async fn consume_once(
                 _ = paused.changed() => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 _ = stop.wait_for(|s| *s) => break 'channel Ok(()),
+                _ = check.tick() => if !connection.status().connected() {
+                    break 'channel Err(lost());
+                },
             }
         }
         generation += 1;
@@ -294,6 +310,9 @@ async fn consume_once(
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 _ = stop.wait_for(|s| *s) => break Detach::Stopping,
                 _ = paused.wait_for(Option::is_some) => break Detach::Paused,
+                _ = check.tick() => if !connection.status().connected() {
+                    break Detach::Failed(lost());
+                },
             }
         };
         context.consuming.store(false, Ordering::SeqCst);
@@ -301,19 +320,25 @@ async fn consume_once(
             Detach::Failed(error) => break Err(error),
             Detach::Stopping => {
                 // No new deliveries; those prefetched but not started go back on close.
-                let _ = channel
-                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                    .await;
+                let _ = tokio::time::timeout(
+                    BROKER_CALL_TIMEOUT,
+                    channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()),
+                )
+                .await;
                 log::info!("consumer cancelled; finishing {} deliveries", tasks.len());
                 break Ok(());
             }
             Detach::Paused => {
                 // Cancelling returns nothing: unacknowledged deliveries stay ours, uncounted.
-                if let Err(error) = channel
-                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                    .await
+                match tokio::time::timeout(
+                    BROKER_CALL_TIMEOUT,
+                    channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()),
+                )
+                .await
                 {
-                    break Err(error.into());
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => break Err(error.into()),
+                    Err(_) => break Err(lost()),
                 }
                 // What the broker sent before the cancel took effect is held like the rest.
                 loop {
@@ -327,6 +352,9 @@ async fn consume_once(
                             None => break,
                         },
                         _ = stop.wait_for(|s| *s) => break 'channel Ok(()),
+                        _ = check.tick() => if !connection.status().connected() {
+                            break 'channel Err(lost());
+                        },
                     }
                 }
                 log::info!(
@@ -341,8 +369,17 @@ async fn consume_once(
     // under way finish, and their acks need the channel, so it stays open until then.
     halt.send_replace(true);
     while tasks.join_next().await.is_some() {}
-    let _ = channel.close(200, "forwarder stopping".into()).await;
-    let _ = connection.close(200, "forwarder stopping".into()).await;
+    // Bounded: on a connection that died, a close may never be answered.
+    let _ = tokio::time::timeout(
+        BROKER_CALL_TIMEOUT,
+        channel.close(200, "forwarder stopping".into()),
+    )
+    .await;
+    let _ = tokio::time::timeout(
+        BROKER_CALL_TIMEOUT,
+        connection.close(200, "forwarder stopping".into()),
+    )
+    .await;
     result
 }
 

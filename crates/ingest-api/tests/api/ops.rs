@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use crate::helpers::{GLOBEX_KEY, Proxy, TestApp, test_config};
+use crate::helpers::{GLOBEX_KEY, Proxy, TestApp, database_through, test_config};
 use crate::ingest::event;
 
 #[tokio::test]
@@ -44,12 +43,7 @@ async fn health_reports_ok_with_the_spec_fields_when_everything_is_up() {
 async fn with_the_database_away_ingest_answers_503_and_health_says_so() {
     let proxy = Proxy::start("127.0.0.1:5432").await;
     let app = TestApp::spawn_with(|c| {
-        c.connections.database_url = c
-            .connections
-            .database_url
-            .expose_secret()
-            .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port))
-            .into();
+        database_through(c, &proxy);
         c.connections.database_timeout = Duration::from_millis(500);
     })
     .await;
@@ -129,12 +123,7 @@ async fn with_the_database_away_ingest_answers_503_and_health_says_so() {
 async fn a_database_that_stops_answering_gets_503_with_retry_after_within_the_documented_bound() {
     let proxy = Proxy::start("127.0.0.1:5432").await;
     let app = TestApp::spawn_with(|c| {
-        c.connections.database_url = c
-            .connections
-            .database_url
-            .expose_secret()
-            .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port))
-            .into();
+        database_through(c, &proxy);
         c.connections.database_timeout = Duration::from_millis(500);
         c.connections.database_statement_timeout = Duration::from_secs(1);
     })
