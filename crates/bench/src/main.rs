@@ -54,37 +54,50 @@ struct Args {
     events: usize,
 }
 
-/// `--load-only`: one closed-loop phase against a running ingest-api.
-async fn load_only(addr: std::net::SocketAddr, args: &Args) -> anyhow::Result<()> {
-    let sample = events(args.events.max(1));
-    let body = if args.events == 1 {
-        serde_json::to_vec(&sample[0])?
-    } else {
-        serde_json::to_vec(&sample)?
+/// What to send to the ingest-api at `addr`: one event to `/api/v1/log`, several to
+/// `/api/v1/logs`, none: `GET /livez` — the HTTP ceiling, a request that touches nothing but
+/// the HTTP layer, driven by the same generator.
+fn target_for(
+    client: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    events: &[Event],
+) -> anyhow::Result<Target> {
+    let (method, path, body, expect) = match events {
+        [] => (
+            hyper::Method::GET,
+            "/livez",
+            Vec::new(),
+            hyper::StatusCode::OK,
+        ),
+        [one] => (
+            hyper::Method::POST,
+            "/api/v1/log",
+            serde_json::to_vec(one)?,
+            hyper::StatusCode::ACCEPTED,
+        ),
+        many => (
+            hyper::Method::POST,
+            "/api/v1/logs",
+            serde_json::to_vec(many)?,
+            hyper::StatusCode::ACCEPTED,
+        ),
     };
-    let target = Target {
-        client: reqwest::Client::new(),
+    Ok(Target {
+        client: client.clone(),
         addr,
-        method: if args.events == 0 {
-            hyper::Method::GET
-        } else {
-            hyper::Method::POST
-        },
-        path: match args.events {
-            0 => "/livez",
-            1 => "/api/v1/log",
-            _ => "/api/v1/logs",
-        }
-        .into(),
+        method,
+        path: path.into(),
         key: HeaderValue::from_static(API_KEY),
         body: body.into(),
-        events: args.events as u64,
-        expect: if args.events == 0 {
-            hyper::StatusCode::OK
-        } else {
-            hyper::StatusCode::ACCEPTED
-        },
-    };
+        events: events.len() as u64,
+        expect,
+    })
+}
+
+/// `--load-only`: one closed-loop phase against a running ingest-api.
+async fn load_only(addr: std::net::SocketAddr, args: &Args) -> anyhow::Result<()> {
+    let sample = events(args.events);
+    let target = target_for(&reqwest::Client::new(), addr, &sample)?;
     let result = load::closed_loop(&target, args.clients, Duration::from_secs(args.seconds)).await;
     println!("{}", serde_json::to_string_pretty(&result)?);
     Ok(())
@@ -323,34 +336,9 @@ async fn main() -> anyhow::Result<()> {
     wait_ready(&client, &format!("{ingest_url}/readyz"), &mut ingest).await?;
 
     let ingest_addr: std::net::SocketAddr = format!("127.0.0.1:{ingest_port}").parse()?;
-    let target = |events: &[Event]| -> anyhow::Result<Target> {
-        let body = if events.len() == 1 {
-            serde_json::to_vec(&events[0])?
-        } else {
-            serde_json::to_vec(events)?
-        };
-        Ok(Target {
-            client: client.clone(),
-            addr: ingest_addr,
-            method: hyper::Method::POST,
-            path: format!("/api/v1/{}", if events.len() == 1 { "log" } else { "logs" }),
-            key: HeaderValue::from_static(API_KEY),
-            body: body.into(),
-            events: events.len() as u64,
-            expect: hyper::StatusCode::ACCEPTED,
-        })
-    };
-    let batch_target = target(&batch)?;
-    let single_target = target(&batch[..1])?;
-    // The HTTP ceiling: a GET that touches nothing but the HTTP layer, same generator.
-    let ceiling_target = Target {
-        method: hyper::Method::GET,
-        path: "/livez".into(),
-        body: bytes::Bytes::new(),
-        events: 0,
-        expect: hyper::StatusCode::OK,
-        ..single_target.clone()
-    };
+    let batch_target = target_for(&client, ingest_addr, &batch)?;
+    let single_target = target_for(&client, ingest_addr, &batch[..1])?;
+    let ceiling_target = target_for(&client, ingest_addr, &[])?;
 
     // 3. Ingest alone.
     let mut phases = Vec::new();

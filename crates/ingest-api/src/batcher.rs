@@ -108,14 +108,11 @@ struct Room {
 }
 
 impl Room {
-    /// Waits for room for `events`; a request larger than the whole queue takes all of it.
+    /// Waits for `wanted` room (see [`wanted`]).
     async fn reserve(
         &self,
-        config: &BatcherConfig,
-        events: &[Event],
+        (count, bytes): (u32, u32),
     ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), tokio::sync::AcquireError> {
-        let count = permits(events.len(), config.queue_events);
-        let bytes = permits(estimated_chunk_bytes(events), config.queue_bytes);
         // Always events first, then bytes: with one order, waiters never deadlock.
         let events = self.events.clone().acquire_many_owned(count).await?;
         let bytes = self.bytes.clone().acquire_many_owned(bytes).await?;
@@ -126,11 +123,8 @@ impl Room {
     /// closed); nothing is held then.
     fn try_reserve(
         &self,
-        config: &BatcherConfig,
-        events: &[Event],
+        (count, bytes): (u32, u32),
     ) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
-        let count = permits(events.len(), config.queue_events);
-        let bytes = permits(estimated_chunk_bytes(events), config.queue_bytes);
         let events = self.events.clone().try_acquire_many_owned(count).ok()?;
         let bytes = self.bytes.clone().try_acquire_many_owned(bytes).ok()?;
         Some((events, bytes))
@@ -140,6 +134,15 @@ impl Room {
         self.events.close();
         self.bytes.close();
     }
+}
+
+/// The room `events` take in the queue: (event permits, byte permits); a request larger than
+/// the whole queue takes all of it.
+fn wanted(config: &BatcherConfig, events: &[Event]) -> (u32, u32) {
+    (
+        permits(events.len(), config.queue_events),
+        permits(estimated_chunk_bytes(events), config.queue_bytes),
+    )
 }
 
 /// Permits `wanted` takes in a semaphore of `capacity`: at least one, at most all of them.
@@ -193,21 +196,21 @@ impl Batcher {
     ) -> Result<WriteOutcome, WriteError> {
         // A single request larger than the whole queue still gets in, alone. Room is usually
         // there: take it without arming a timer, and wait (bounded) only when it is not.
-        let room = match self.room.try_reserve(&self.config, &events) {
+        let wanted = wanted(&self.config, &events);
+        let room = match self.room.try_reserve(wanted) {
             Some(room) => room,
-            None => match tokio::time::timeout(
-                self.config.queue_timeout,
-                self.room.reserve(&self.config, &events),
-            )
-            .await
-            {
-                Err(_) => {
-                    metrics::counter!("ingest_write_queue_full_total").increment(1);
-                    return Err(WriteError::QueueFull);
+            None => {
+                match tokio::time::timeout(self.config.queue_timeout, self.room.reserve(wanted))
+                    .await
+                {
+                    Err(_) => {
+                        metrics::counter!("ingest_write_queue_full_total").increment(1);
+                        return Err(WriteError::QueueFull);
+                    }
+                    Ok(Err(_closed)) => return Err(WriteError::ShuttingDown),
+                    Ok(Ok(room)) => room,
                 }
-                Ok(Err(_closed)) => return Err(WriteError::ShuttingDown),
-                Ok(Ok(room)) => room,
-            },
+            }
         };
         let (reply, answer) = oneshot::channel();
         self.queue
