@@ -440,6 +440,18 @@ impl Pipeline {
             .unwrap()
     }
 
+    /// POSTs a body exactly as given (JSON content type) to ingest-api.
+    pub(crate) async fn post_text(&self, path: &str, body: &'static str) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.ingest))
+            .header("content-type", "application/json")
+            .header("x-api-key", API_KEY)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// The mock's counters.
     pub(crate) async fn mock_stats(&self) -> Value {
         self.client

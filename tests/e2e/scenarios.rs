@@ -17,39 +17,52 @@ fn event(subscriber: &str) -> Value {
            "interaction": "play", "ratingEquivalent": 0.25, "setting": {"device": "web"}})
 }
 
+/// The client documentation's examples, verbatim, and their canonical form (one per line).
+const SPEC: [(&str, &str); 3] = [
+    (
+        "/api/v1/log",
+        include_str!("../../crates/interaction-core/tests/fixtures/spec/play_complete.json"),
+    ),
+    (
+        "/interact",
+        include_str!("../../crates/interaction-core/tests/fixtures/spec/add_to_cart.json"),
+    ),
+    (
+        "/api/v1/logs",
+        include_str!("../../crates/interaction-core/tests/fixtures/spec/batch.json"),
+    ),
+];
+const SPEC_CANONICAL: &str =
+    include_str!("../../crates/interaction-core/tests/fixtures/spec/canonical.jsonl");
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_spec_examples_arrive_at_ncanto_exactly_normalized() {
-    // The spec's timestamps are from 2025: accept any age.
-    let pipeline = Pipeline::start(&[("MAX_EVENT_AGE", "0")]).await;
-    let play = json!({"timestamp": "2025-07-09T10:15:00Z", "subscriber": "viusasa_user_12345",
-        "assetId": "viusasa_episode_67890", "interaction": "play_complete", "ratingEquivalent": 0.5,
-        "comment": "User watched 90% of the episode.", "contextId": "viusasa_player_context",
-        "setting": {"device": "android_app"}});
-    let cart = json!({"timestamp": "2025-07-09T11:05:20Z", "subscriber": "duka_user_54321",
-        "assetId": "duka_product_abcde", "interaction": "add_to_cart", "ratingEquivalent": 0.5,
-        "comment": "User added product to cart from product detail page.",
-        "contextId": "duka_pdp_context", "setting": {"device": "web"}});
-    let batch = json!([
-        {"timestamp": "2025-07-09T09:30:00Z", "subscriber": "citizen_user_12345",
-         "assetId": "citizen_article_67890", "interaction": "select", "ratingEquivalent": 0.25,
-         "setting": {"device": "web"}},
-        {"timestamp": "2025-07-09T09:31:00Z", "subscriber": "citizen_user_12345",
-         "assetId": "citizen_article_67890", "interaction": "share", "ratingEquivalent": 0.75,
-         "setting": {"device": "web"}}
-    ]);
-    assert_eq!(pipeline.post("/api/v1/log", &play).await.status(), 202);
-    assert_eq!(pipeline.post("/interact", &cart).await.status(), 202);
-    assert_eq!(pipeline.post("/api/v1/logs", &batch).await.status(), 202);
+async fn the_spec_examples_as_written_arrive_at_ncanto_byte_for_byte_canonical() {
+    // The default configuration: the examples' 2025 timestamps are accepted as they are.
+    let pipeline = Pipeline::start(&[]).await;
+    for (path, body) in SPEC {
+        let response = pipeline.post_text(path, body).await;
+        let status = response.status();
+        let answer = response.text().await.unwrap();
+        assert_eq!(status, 202, "{path}: {answer}");
+    }
     pipeline.wait_for_unique(4, Duration::from_secs(30)).await;
-    let mut received = pipeline.mock_events().await;
-    let mut sent = vec![play, cart, batch[0].clone(), batch[1].clone()];
-    let key = |v: &Value| v["timestamp"].as_str().unwrap().to_owned();
-    received.sort_by_key(key);
-    sent.sort_by_key(key);
-    assert_eq!(
-        received, sent,
-        "already canonical, so they arrive exactly as sent"
-    );
+    // The mock accepts only bodies that are canonical JSON; each event it kept, written
+    // back the one way interaction_core writes events, must be exactly a line of the fixture.
+    let received: Vec<String> = pipeline
+        .mock_events()
+        .await
+        .iter()
+        .map(|event| {
+            let event: interaction_core::Interaction =
+                serde_json::from_value(event.clone()).unwrap();
+            serde_json::to_string(&event).unwrap()
+        })
+        .collect();
+    let mut received = received;
+    let mut sent: Vec<String> = SPEC_CANONICAL.lines().map(str::to_owned).collect();
+    received.sort();
+    sent.sort();
+    assert_eq!(received, sent);
     let stats = pipeline.mock_stats().await;
     assert_eq!(stats["by_tenant"]["e2e"], 4);
     assert_eq!(stats["by_auth"]["Bearer e2e…"], 4);

@@ -135,6 +135,7 @@ fn events(n: usize) -> Vec<Event> {
                 },
             },
             event_id: None,
+            original_timestamp: None,
         })
         .collect()
 }

@@ -88,13 +88,21 @@ pub struct Config {
     #[arg(long, env = "MAX_BATCH_EVENTS", default_value_t = 1000)]
     pub max_batch_events: usize,
 
-    /// How far ahead of the server clock an event's timestamp may be.
+    /// How far ahead of the server clock an event's timestamp may be (after clock-skew
+    /// correction).
     #[arg(long, env = "MAX_FUTURE_SKEW", default_value = "5m", value_parser = parse_duration)]
     pub max_future_skew: Duration,
 
-    /// Oldest event accepted (0: any age).
-    #[arg(long, env = "MAX_EVENT_AGE", default_value = "30d", value_parser = parse_duration)]
+    /// Oldest event accepted (0, the default: any age — history imports and apps offline for
+    /// weeks send old events on purpose). Timestamps before 2000 are refused regardless.
+    #[arg(long, env = "MAX_EVENT_AGE", default_value = "0", value_parser = parse_duration)]
     pub max_event_age: Duration,
+
+    /// How far a request's `sentAt` (the device clock) may be from the server clock before
+    /// its events' timestamps are corrected by the difference. Above network delay, so a slow
+    /// request is never mistaken for a wrong clock.
+    #[arg(long, env = "CLOCK_SKEW_THRESHOLD", default_value = "60s", value_parser = parse_duration)]
+    pub clock_skew_threshold: Duration,
 
     /// Most events one database write (and one AMQP message) carries.
     #[arg(long, env = "WRITE_BATCH_EVENTS", default_value_t = 1000)]

@@ -26,8 +26,9 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
     "setting": {"device": "android_app"}
 }))]
 pub struct InteractionInput {
-    /// RFC 3339 with an offset; stored as UTC. At most 5 minutes ahead, at most 30 days old
-    /// (configurable).
+    /// RFC 3339 with an offset; stored as UTC. Not before 2000-01-01, at most 5 minutes ahead
+    /// (`MAX_FUTURE_SKEW`), any age unless `MAX_EVENT_AGE` is set. Corrected for a wrong
+    /// device clock when a `sentAt` says it is off by more than `CLOCK_SKEW_THRESHOLD`.
     #[schema(example = "2025-07-09T10:15:00Z", format = DateTime)]
     timestamp: String,
     /// The user; 1–256 characters.
@@ -58,8 +59,26 @@ pub struct InteractionInput {
     /// Optional idempotency key, unique per tenant; ≤ 128 characters. A repeat is not
     /// stored again and is reported in `duplicates`.
     event_id: Option<String>,
+    /// The device clock when this event was sent, if it differs from the request's `sentAt`
+    /// (events queued offline and sent later); corrects this event's `timestamp`.
+    #[schema(format = DateTime)]
+    sent_at: Option<String>,
     /// Where it happened.
     setting: SettingInput,
+}
+
+/// A batch with the device clock at sending: `sentAt` lets the server correct the events'
+/// timestamps when that clock is wrong (the original is kept as `originalTimestamp`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
+pub struct BatchEnvelope {
+    /// The device clock when the request was sent, RFC 3339 (2000–2100). Not with the
+    /// `X-Sent-At` header too.
+    #[schema(example = "2025-07-09T10:16:00Z", format = DateTime)]
+    sent_at: Option<String>,
+    /// Up to 1000 events (configurable).
+    batch: Vec<InteractionInput>,
 }
 
 /// The device.
@@ -109,12 +128,14 @@ impl PartialSchema for DeviceDoc {
 
 impl ToSchema for DeviceDoc {}
 
-/// A batch: an array of events, or one event.
+/// A batch: an array of events, `{"sentAt": …, "batch": [...]}`, or one event.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum BatchBody {
     /// Up to 1000 events (configurable).
     Many(Vec<InteractionInput>),
+    /// The events with the device clock at sending.
+    WithSentAt(BatchEnvelope),
     /// A single event.
     One(Box<InteractionInput>),
 }
@@ -163,7 +184,7 @@ impl Modify for Security {
         crate::ops::readyz,
         crate::ops::metrics,
     ),
-    components(schemas(InteractionInput, SettingInput, BatchBody, ItemErrorDoc, InteractionTypeDoc, DeviceDoc)),
+    components(schemas(InteractionInput, SettingInput, BatchBody, BatchEnvelope, ItemErrorDoc, InteractionTypeDoc, DeviceDoc)),
     modifiers(&Security),
     tags(
         (name = "ingest", description = "Sending events"),

@@ -39,6 +39,19 @@ pub struct Accepted {
     /// Problems of the invalid items, by index.
     #[schema(value_type = Vec<crate::docs::ItemErrorDoc>)]
     pub errors: Vec<ItemError>,
+    /// Stored events whose timestamp was corrected for a wrong device clock (their `sentAt`
+    /// was more than `CLOCK_SKEW_THRESHOLD` from the server clock). Absent when none.
+    #[serde(skip_serializing_if = "is_zero", rename = "clockSkewCorrected")]
+    pub clock_skew_corrected: usize,
+    /// Milliseconds added to the timestamps of the events that rely on the request's `sentAt`
+    /// (body or `X-Sent-At`): positive when the device clock is behind. Absent when the
+    /// request's `sentAt` was within the threshold or not sent.
+    #[serde(skip_serializing_if = "Option::is_none", rename = "clockSkewMs")]
+    pub clock_skew_ms: Option<i64>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Which endpoint was called.
@@ -55,9 +68,13 @@ pub enum Endpoint {
     post,
     path = "/api/v1/logs",
     tag = "ingest",
-    description = "Stores a batch of interaction events (a JSON array; one object is accepted too). \
-        Valid items are stored even when others are invalid; each invalid item is reported by index. \
-        Also served at `/interact/batch`. The body may be gzip-compressed (`Content-Encoding: gzip`).",
+    summary = "Send a batch of events",
+    description = "Stores a batch of interaction events (a JSON array, or `{\"sentAt\": …, \"batch\": [...]}`; \
+        one object is accepted too). Valid items are stored even when others are invalid; each invalid \
+        item is reported by index. Also served at `/interact/batch`. The body may be gzip-compressed \
+        (`Content-Encoding: gzip`). A `sentAt` (in the body or the `X-Sent-At` header: the device clock \
+        when the request was sent) corrects the timestamps of a device whose clock is wrong.",
+    params(("X-Sent-At" = Option<String>, Header, description = "The device clock when the request was sent (RFC 3339); not together with a body `sentAt`")),
     request_body(content = crate::docs::BatchBody, content_type = "application/json"),
     responses(
         (status = 202, description = "Stored; invalid items listed in `errors`", body = Accepted),
@@ -83,7 +100,10 @@ pub async fn logs(
     post,
     path = "/api/v1/log",
     tag = "ingest",
-    description = "Stores one interaction event. Also served at `/interact`.",
+    summary = "Send one event",
+    description = "Stores one interaction event. Also served at `/interact`. An `X-Sent-At` header \
+        (or the event's own `sentAt`) corrects its timestamp if the device clock is wrong.",
+    params(("X-Sent-At" = Option<String>, Header, description = "The device clock when the request was sent (RFC 3339)")),
     request_body(content = crate::docs::InteractionInput, content_type = "application/json"),
     responses(
         (status = 202, description = "Stored", body = Accepted),
@@ -127,11 +147,14 @@ async fn ingest(
         state.rating.profile_for_tenant(&tenant),
         &state.limits,
         chrono::Utc::now(),
-    );
+    )
+    .with_sent_at(sent_at_header(&req)?);
     let batch = normalizer.parse_body(&body)?;
     if endpoint == Endpoint::Single && batch.shape == BodyShape::Array {
         return Err(ApiError::BadBody(
-            "this endpoint takes one event object; send arrays to /api/v1/logs".to_owned(),
+            "this endpoint takes one event object; send arrays and {\"sentAt\", \"batch\"} \
+             bodies to /api/v1/logs"
+                .to_owned(),
         ));
     }
     let skipped = batch.skipped();
@@ -150,6 +173,8 @@ async fn ingest(
         });
     }
 
+    let clock_skew_corrected = batch.corrected();
+    let clock_skew_ms = batch.clock_skew.map(|skew| skew.num_milliseconds());
     let (indexes, events): (Vec<usize>, Vec<_>) =
         batch.events.into_iter().map(|e| (e.index, e.event)).unzip();
     let outcome = state
@@ -174,7 +199,22 @@ async fn ingest(
         duplicates: duplicate_indexes.len(),
         duplicate_indexes,
         errors: batch.errors,
+        clock_skew_corrected,
+        clock_skew_ms,
     }))
+}
+
+/// The request's `X-Sent-At` header (the device clock when it sent the request), if any.
+fn sent_at_header(req: &HttpRequest) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    let Some(value) = req.headers().get("x-sent-at") else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| {
+        ApiError::BadBody("the X-Sent-At header is not ASCII; send an RFC 3339 date-time".into())
+    })?;
+    interaction_core::parse_sent_at(text)
+        .map(Some)
+        .map_err(|message| ApiError::BadBody(format!("the X-Sent-At header {message}")))
 }
 
 fn write_error(error: WriteError, retry_after: u64) -> ApiError {

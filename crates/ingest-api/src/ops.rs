@@ -37,6 +37,7 @@ pub struct Health {
     get,
     path = "/health",
     tag = "operations",
+    summary = "Service health: database, broker, events pending",
     responses(
         (status = 200, description = "Every dependency is up", body = Health),
         (status = 500, description = "Degraded: the database or the broker is away", body = Health),
@@ -71,7 +72,13 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
 
 /// `GET /livez`: the process serves HTTP. Never checks dependencies, so an outage of the
 /// database does not make Kubernetes restart every pod.
-#[utoipa::path(get, path = "/livez", tag = "operations", responses((status = 200, description = "Alive")))]
+#[utoipa::path(
+    get,
+    path = "/livez",
+    tag = "operations",
+    summary = "Is the process alive",
+    responses((status = 200, description = "Alive"))
+)]
 pub async fn livez() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "alive"}))
 }
@@ -82,6 +89,7 @@ pub async fn livez() -> HttpResponse {
     get,
     path = "/readyz",
     tag = "operations",
+    summary = "Can this instance store events",
     responses((status = 200, description = "Ready"), (status = 503, description = "Not ready"))
 )]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
@@ -100,6 +108,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     get,
     path = "/metrics",
     tag = "operations",
+    summary = "Prometheus metrics",
     responses((status = 200, description = "Prometheus metrics", content_type = "text/plain"))
 )]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {

@@ -88,6 +88,7 @@ impl Application {
                 .then(|| chrono::TimeDelta::from_std(config.max_event_age))
                 .transpose()?,
             max_batch_events: config.max_batch_events,
+            clock_skew_threshold: chrono::TimeDelta::from_std(config.clock_skew_threshold)?,
         };
         let bus = BusConfig {
             ca_file: config.connections.amqp_ca_file.clone(),
@@ -300,6 +301,7 @@ fn cors(origins: &[String]) -> Cors {
             "content-encoding",
             "x-api-key",
             "authorization",
+            "x-sent-at",
         ])
         .max_age(3600);
     if origins.iter().any(|o| o == "*") {

@@ -55,4 +55,18 @@ pub enum BodyError {
     /// An empty array.
     #[error("the batch is empty; send at least one event")]
     Empty,
+    /// A `{"sentAt": …, "batch": …}` body whose `batch` is not an array.
+    #[error("\"batch\" must be an array of interaction objects, got {0}")]
+    BatchNotArray(&'static str),
+    /// A `{"sentAt": …, "batch": [...]}` body with other members beside them.
+    #[error(
+        "a body with \"batch\" may have only \"sentAt\" beside it; got {0} (put event fields inside the batch's items)"
+    )]
+    Envelope(String),
+    /// The request's `sentAt` (body or `X-Sent-At` header) is not a plausible device time.
+    #[error("sentAt {0}")]
+    SentAt(String),
+    /// `sentAt` came both in the `X-Sent-At` header and in the body.
+    #[error("sentAt was sent both in the X-Sent-At header and in the body; send it once")]
+    SentAtTwice,
 }

@@ -230,6 +230,11 @@ pub struct Event {
     /// The client's idempotency key, unique per tenant when present.
     #[serde(rename = "eventId", default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
+    /// The timestamp as the device sent it, when its clock was off and the interaction's
+    /// timestamp was corrected (see [`crate::skew_correction`]). Kept in the store for audits;
+    /// never sent to Ncanto nor carried in messages, which need only the corrected time.
+    #[serde(skip)]
+    pub original_timestamp: Option<DateTime<Utc>>,
 }
 
 /// Formats a timestamp the one way we ever write it: RFC 3339, UTC, `Z`, with only as many

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::error::{BodyError, FieldError, ITEM, ItemError};
 use crate::interaction::{Device, Event, Interaction, InteractionType, Setting};
 use crate::profile::{ActionRule, Outcome, RatingProfile};
-use crate::raw::{Kind, Loose, RawEvent, RawItem, RawSetting, shorten};
+use crate::raw::{Kind, Loose, RawBatch, RawEvent, RawItem, RawSetting, shorten};
 
 /// Longest `subscriber`, `assetId` and `contextId`, in characters.
 pub const MAX_ID_CHARS: usize = 256;
@@ -25,23 +25,78 @@ pub const MAX_EVENT_ID_CHARS: usize = 128;
 /// Limits that depend on deployment rather than on the schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// How far ahead of the server clock a timestamp may be (clients' clocks drift).
+    /// How far ahead of the server clock a timestamp may be, after clock-skew correction.
     pub max_future_skew: TimeDelta,
-    /// How old an event may be; `None` accepts any age. Offline apps upload late, but an event
-    /// from years ago is a bug (a zeroed clock, a unit mix-up) and would skew recommendations.
+    /// How old an event may be; `None` (the default) accepts any age: history imports
+    /// (backfills) and apps offline for weeks send old events on purpose. Timestamps before
+    /// [`EARLIEST_TIMESTAMP`] are refused whatever this is.
     pub max_age: Option<TimeDelta>,
     /// Most events in one request.
     pub max_batch_events: usize,
+    /// How far a device clock (`sentAt`) may be from the server's before its timestamps are
+    /// corrected: above network delay, so a slow request is never taken for a wrong clock.
+    pub clock_skew_threshold: TimeDelta,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_future_skew: TimeDelta::minutes(5),
-            max_age: Some(TimeDelta::days(30)),
+            max_age: None,
             max_batch_events: 1000,
+            clock_skew_threshold: TimeDelta::seconds(60),
         }
     }
+}
+
+/// The earliest timestamp (and `sentAt`) accepted, 2000-01-01T00:00:00Z, as Unix seconds:
+/// before it a device clock is unset (1970) or a unit is mixed up, not an old event.
+pub const EARLIEST_TIMESTAMP: i64 = 946_684_800;
+
+/// The latest `sentAt` accepted, 2100-01-01T00:00:00Z, as Unix seconds. A clock far ahead is
+/// what skew correction is for; one beyond this is garbage, and correcting by it would move
+/// events by centuries.
+pub const LATEST_SENT_AT: i64 = 4_102_444_800;
+
+fn unix(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(seconds, 0).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+/// The clock-skew rule: how much to add to a device's timestamps, given when the device says
+/// it sent the request (`sent_at`, by its own clock) and when the server received it. Within
+/// `threshold` nothing is corrected (`None`): the difference is network delay or ordinary
+/// drift, and moving timestamps by it would only reorder events. Beyond it the device clock is
+/// wrong by about `received_at − sent_at`, and so is every timestamp it wrote.
+pub fn skew_correction(
+    sent_at: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+    threshold: TimeDelta,
+) -> Option<TimeDelta> {
+    let skew = received_at - sent_at;
+    (skew.abs() > threshold).then_some(skew)
+}
+
+/// Reads a `sentAt` (the `X-Sent-At` header, a body's or an event's): an RFC 3339 date-time
+/// between 2000 and 2100. The error says what is wrong, for the client developer.
+pub fn parse_sent_at(text: &str) -> Result<DateTime<Utc>, String> {
+    let text = text.trim();
+    let parsed = DateTime::parse_from_rfc3339(text)
+        .map_err(|_| {
+            format!(
+                "must be an RFC 3339 date-time with a UTC offset, the device clock when the \
+                 request was sent, like 2025-07-09T09:45:00Z; got {:?}",
+                shorten(text)
+            )
+        })?
+        .with_timezone(&Utc)
+        .trunc_subsecs(6);
+    if parsed < unix(EARLIEST_TIMESTAMP) || parsed >= unix(LATEST_SENT_AT) {
+        return Err(format!(
+            "is not a plausible device time ({}); it must be between 2000-01-01 and 2100-01-01",
+            crate::format_timestamp(&parsed)
+        ));
+    }
+    Ok(parsed)
 }
 
 /// Whether a rating is one Ncanto accepts: finite and within -1.0..=1.0.
@@ -78,12 +133,25 @@ pub struct Batch {
     pub events: Vec<BatchEvent>,
     /// Every problem of the invalid items, in request order.
     pub errors: Vec<ItemError>,
+    /// What was added to the timestamps of events that rely on the request's `sentAt` (the
+    /// `X-Sent-At` header or the body's), when the device clock was off by more than the
+    /// threshold.
+    pub clock_skew: Option<TimeDelta>,
 }
 
 impl Batch {
     /// Items rejected because of errors.
     pub fn skipped(&self) -> usize {
         self.received - self.events.len()
+    }
+
+    /// Events whose timestamp was corrected for clock skew (by the request's `sentAt` or
+    /// their own).
+    pub fn corrected(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|e| e.event.original_timestamp.is_some())
+            .count()
     }
 }
 
@@ -95,15 +163,35 @@ pub struct Normalizer<'a> {
     profile: &'a RatingProfile,
     limits: &'a Limits,
     now: DateTime<Utc>,
+    /// The request's `sentAt` from outside the body (the `X-Sent-At` header).
+    sent_at: Option<DateTime<Utc>>,
+    /// What [`skew_correction`] makes of `sent_at`.
+    correction: Option<TimeDelta>,
 }
 
 impl<'a> Normalizer<'a> {
-    /// A normalizer rating with `profile`, checking `limits`, judging timestamps against `now`.
+    /// A normalizer rating with `profile`, checking `limits`, judging timestamps against `now`
+    /// (the time the request was received).
     pub fn new(profile: &'a RatingProfile, limits: &'a Limits, now: DateTime<Utc>) -> Self {
         Self {
             profile,
             limits,
             now,
+            sent_at: None,
+            correction: None,
+        }
+    }
+
+    /// The same normalizer for a request sent at `sent_at` by the device's clock (see
+    /// [`parse_sent_at`]): events without a `sentAt` of their own are corrected by it. A body
+    /// that gives `sentAt` too is refused ([`BodyError::SentAtTwice`]).
+    pub fn with_sent_at(self, sent_at: Option<DateTime<Utc>>) -> Self {
+        Self {
+            sent_at,
+            correction: sent_at.and_then(|sent_at| {
+                skew_correction(sent_at, self.now, self.limits.clock_skew_threshold)
+            }),
+            ..self
         }
     }
 
@@ -154,7 +242,18 @@ impl<'a> Normalizer<'a> {
         let mut errors = raw.problems;
         let mut error = |field: &str, message: String| errors.push(field, message);
 
-        let timestamp = self.timestamp(raw.timestamp.as_ref(), &mut error);
+        let correction = match present(raw.sent_at) {
+            None => self.correction,
+            Some(Loose::Str(text)) => match parse_sent_at(&text) {
+                Ok(sent_at) => skew_correction(sent_at, self.now, self.limits.clock_skew_threshold),
+                Err(message) => {
+                    error("sentAt", message);
+                    None
+                }
+            },
+            Some(other) => wrong_kind("sentAt", other.kind(), "an RFC 3339 string", &mut error),
+        };
+        let timestamp = self.timestamp(raw.timestamp.as_ref(), correction, &mut error);
         let subscriber = required_text("subscriber", raw.subscriber, MAX_ID_CHARS, &mut error);
         let asset_id = required_text("assetId", raw.asset_id, MAX_ID_CHARS, &mut error);
         let context_id = optional_text("contextId", raw.context_id, MAX_ID_CHARS, &mut error);
@@ -171,9 +270,13 @@ impl<'a> Normalizer<'a> {
         );
 
         match (timestamp, subscriber, asset_id, device, outcome) {
-            (Some(timestamp), Some(subscriber), Some(asset_id), Some(device), Some(outcome))
-                if errors.0.is_empty() =>
-            {
+            (
+                Some((timestamp, original_timestamp)),
+                Some(subscriber),
+                Some(asset_id),
+                Some(device),
+                Some(outcome),
+            ) if errors.0.is_empty() => {
                 Ok(Event {
                     interaction: Interaction {
                         timestamp,
@@ -187,17 +290,21 @@ impl<'a> Normalizer<'a> {
                         setting: Setting { device },
                     },
                     event_id,
+                    original_timestamp,
                 })
             }
             _ => Err(errors.0),
         }
     }
 
+    /// Reads `timestamp` and applies the clock-skew `correction`: the time to store, and the
+    /// device's own when it was corrected. The bounds apply to the corrected time.
     fn timestamp(
         &self,
         value: Option<&Loose<'_>>,
+        correction: Option<TimeDelta>,
         error: &mut impl FnMut(&str, String),
-    ) -> Option<DateTime<Utc>> {
+    ) -> Option<(DateTime<Utc>, Option<DateTime<Utc>>)> {
         const FIELD: &str = "timestamp";
         let text = match value {
             None => return missing(FIELD, error),
@@ -220,31 +327,63 @@ impl<'a> Normalizer<'a> {
                 return None;
             }
         };
-        if parsed > self.now + self.limits.max_future_skew {
+        let (stored, original, note) = match correction {
+            None => (parsed, None, String::new()),
+            Some(by) => match parsed.checked_add_signed(by) {
+                Some(corrected) => (
+                    corrected.trunc_subsecs(6),
+                    Some(parsed),
+                    format!(
+                        ", {} as sent, corrected by {} for the device clock",
+                        crate::format_timestamp(&parsed),
+                        signed_duration(by)
+                    ),
+                ),
+                None => {
+                    error(
+                        FIELD,
+                        "is out of range once corrected for clock skew".into(),
+                    );
+                    return None;
+                }
+            },
+        };
+        if stored < unix(EARLIEST_TIMESTAMP) {
             error(
                 FIELD,
                 format!(
-                    "is in the future ({}); at most {} ahead of the server clock is accepted",
-                    crate::format_timestamp(&parsed),
+                    "is before 2000-01-01 ({}{note}); the device clock is probably unset",
+                    crate::format_timestamp(&stored),
+                ),
+            );
+            return None;
+        }
+        if stored > self.now + self.limits.max_future_skew {
+            error(
+                FIELD,
+                format!(
+                    "is in the future ({}{note}); at most {} ahead of the server clock is \
+                     accepted (send sentAt so a wrong device clock is corrected)",
+                    crate::format_timestamp(&stored),
                     human_duration(self.limits.max_future_skew)
                 ),
             );
             return None;
         }
         if let Some(max_age) = self.limits.max_age
-            && parsed < self.now - max_age
+            && stored < self.now - max_age
         {
             error(
                 FIELD,
                 format!(
-                    "is too old ({}); events older than {} are not accepted",
-                    crate::format_timestamp(&parsed),
+                    "is too old ({}{note}); events older than {} are not accepted",
+                    crate::format_timestamp(&stored),
                     human_duration(max_age)
                 ),
             );
             return None;
         }
-        Some(parsed)
+        Some((stored, original))
     }
 
     fn outcome(
@@ -657,6 +796,17 @@ fn human_duration(d: TimeDelta) -> String {
     }
 }
 
+/// A correction for a message: `+1 hour`, `-90 seconds`, `+2.5 seconds`.
+fn signed_duration(d: TimeDelta) -> String {
+    let sign = if d < TimeDelta::zero() { "-" } else { "+" };
+    let d = d.abs();
+    if d.subsec_nanos() == 0 {
+        format!("{sign}{}", human_duration(d))
+    } else {
+        format!("{sign}{:.3} seconds", d.as_seconds_f64())
+    }
+}
+
 fn plural(n: i64, unit: &str) -> String {
     if n == 1 {
         format!("1 {unit}")
@@ -713,21 +863,74 @@ impl<'de> DeserializeSeed<'de> for BodySeed<'_, '_> {
     }
 }
 
+/// Normalizes one item of a body into `batch`.
+fn push(normalizer: &Normalizer<'_>, batch: &mut Batch, index: usize, item: RawItem<'_>) {
+    batch.received += 1;
+    let result = match item {
+        RawItem::Event(raw) => normalizer.normalize(raw),
+        RawItem::NotObject(kind) => Err(vec![not_an_object(kind)]),
+    };
+    match result {
+        Ok(event) => batch.events.push(BatchEvent { index, event }),
+        Err(errors) => batch.errors.extend(errors.into_iter().map(|e| ItemError {
+            index,
+            field: e.field,
+            message: e.message,
+        })),
+    }
+}
+
 impl BodySeed<'_, '_> {
-    fn push(&self, batch: &mut Batch, index: usize, item: RawItem<'_>) {
-        batch.received += 1;
-        let result = match item {
-            RawItem::Event(raw) => self.normalizer.normalize(raw),
-            RawItem::NotObject(kind) => Err(vec![not_an_object(kind)]),
-        };
-        match result {
-            Ok(event) => batch.events.push(BatchEvent { index, event }),
-            Err(errors) => batch.errors.extend(errors.into_iter().map(|e| ItemError {
-                index,
-                field: e.field,
-                message: e.message,
-            })),
+    /// A `{"sentAt": …, "batch": [...]}` body: `head` holds the members beside `batch`.
+    fn envelope<E: de::Error>(self, head: RawEvent<'_>, items: RawBatch<'_>) -> Result<Batch, E> {
+        let mut beside: Vec<String> = head
+            .present_fields()
+            .into_iter()
+            .filter(|f| *f != "sentAt")
+            .map(|f| format!("{f:?}"))
+            .collect();
+        beside.extend(head.problems.0.iter().map(|p| format!("{:?}", p.field)));
+        if !beside.is_empty() {
+            return Err(self.fail(BodyError::Envelope(beside.join(", "))));
         }
+        let items = match items {
+            RawBatch::Items(items) => items,
+            RawBatch::TooMany => {
+                let max = self.normalizer.limits.max_batch_events;
+                return Err(self.fail(BodyError::TooManyEvents { max }));
+            }
+            RawBatch::NotArray(kind) => {
+                return Err(self.fail(BodyError::BatchNotArray(kind.describe())));
+            }
+        };
+        let normalizer = match present(head.sent_at) {
+            None => *self.normalizer,
+            Some(_) if self.normalizer.sent_at.is_some() => {
+                return Err(self.fail(BodyError::SentAtTwice));
+            }
+            Some(Loose::Str(text)) => match parse_sent_at(&text) {
+                Ok(sent_at) => self.normalizer.with_sent_at(Some(sent_at)),
+                Err(message) => return Err(self.fail(BodyError::SentAt(message))),
+            },
+            Some(other) => {
+                let message = format!(
+                    "must be an RFC 3339 string, got {}",
+                    other.kind().describe()
+                );
+                return Err(self.fail(BodyError::SentAt(message)));
+            }
+        };
+        let mut batch = Batch {
+            shape: BodyShape::Array,
+            received: 0,
+            events: Vec::with_capacity(items.len()),
+            errors: Vec::new(),
+            clock_skew: normalizer.correction,
+        };
+        for (index, item) in items.into_iter().enumerate() {
+            push(&normalizer, &mut batch, index, item);
+        }
+        Ok(batch)
     }
 }
 
@@ -773,14 +976,18 @@ impl<'de> Visitor<'de> for BodySeed<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Batch, A::Error> {
+        let (raw, items) = RawEvent::from_top_map(map, self.normalizer.limits.max_batch_events)?;
+        if let Some(items) = items {
+            return self.envelope(raw, items);
+        }
         let mut batch = Batch {
             shape: BodyShape::Object,
             received: 0,
             events: Vec::with_capacity(1),
             errors: Vec::new(),
+            clock_skew: self.normalizer.correction,
         };
-        let raw = RawEvent::from_map(map)?;
-        self.push(&mut batch, 0, RawItem::Event(raw));
+        push(self.normalizer, &mut batch, 0, RawItem::Event(raw));
         Ok(batch)
     }
 
@@ -791,6 +998,7 @@ impl<'de> Visitor<'de> for BodySeed<'_, '_> {
             received: 0,
             events: Vec::with_capacity(seq.size_hint().unwrap_or(16).min(max)),
             errors: Vec::new(),
+            clock_skew: self.normalizer.correction,
         };
         let mut index = 0;
         while let Some(item) = seq.next_element::<RawItem<'de>>()? {
@@ -798,7 +1006,7 @@ impl<'de> Visitor<'de> for BodySeed<'_, '_> {
                 // Stop reading at once: the rest of an oversized body is not worth parsing.
                 return Err(self.fail(BodyError::TooManyEvents { max }));
             }
-            self.push(&mut batch, index, item);
+            push(self.normalizer, &mut batch, index, item);
             index += 1;
         }
         Ok(batch)

@@ -255,7 +255,7 @@ impl<'de> Visitor<'de> for SettingSeed<'_> {
 
 /// The fields a client may send, for the unknown-field message.
 pub(crate) const EVENT_FIELDS: &str = "timestamp, subscriber, assetId, interaction, action, \
-     ratingEquivalent, progress, stars, comment, contextId, eventId, setting";
+     ratingEquivalent, progress, stars, comment, contextId, eventId, sentAt, setting";
 
 /// One event as read, before any rule is applied.
 #[derive(Debug, Default)]
@@ -271,8 +271,78 @@ pub(crate) struct RawEvent<'a> {
     pub(crate) comment: Option<Loose<'a>>,
     pub(crate) context_id: Option<Loose<'a>>,
     pub(crate) event_id: Option<Loose<'a>>,
+    pub(crate) sent_at: Option<Loose<'a>>,
     pub(crate) setting: Option<RawSetting<'a>>,
     pub(crate) problems: Problems,
+}
+
+/// The `batch` member of a top-level `{"sentAt": …, "batch": [...]}` body, as read.
+#[derive(Debug)]
+pub(crate) enum RawBatch<'a> {
+    /// The items, not yet normalized (they wait for the body's `sentAt`, which may follow).
+    Items(Vec<RawItem<'a>>),
+    /// More than the limit: the rest was skipped without being kept.
+    TooMany,
+    /// Not an array.
+    NotArray(Kind),
+}
+
+/// Reads a `batch` member, keeping at most `max` items.
+struct BatchSeed {
+    max: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for BatchSeed {
+    type Value = RawBatch<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BatchSeed {
+    type Value = RawBatch<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of interaction objects")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(RawBatch::NotArray(Kind::Bool))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(RawBatch::NotArray(Kind::Number))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(RawBatch::NotArray(Kind::Number))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(RawBatch::NotArray(Kind::Number))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(RawBatch::NotArray(Kind::String))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(RawBatch::NotArray(Kind::Null))
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(RawBatch::NotArray(Kind::Null))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(RawBatch::NotArray(Kind::Object))
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(16).min(self.max));
+        while let Some(item) = seq.next_element::<RawItem<'de>>()? {
+            if items.len() == self.max {
+                // Kept items are bounded by the limit; the rest is only skipped over.
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                return Ok(RawBatch::TooMany);
+            }
+            items.push(item);
+        }
+        Ok(RawBatch::Items(items))
+    }
 }
 
 impl<'a> RawEvent<'a> {
@@ -289,14 +359,45 @@ impl<'a> RawEvent<'a> {
             "comment" => &mut self.comment,
             "contextId" => &mut self.context_id,
             "eventId" => &mut self.event_id,
+            "sentAt" => &mut self.sent_at,
             _ => return None,
         })
     }
 
     /// Reads the entries of an event object.
-    pub(crate) fn from_map<A: MapAccess<'a>>(mut map: A) -> Result<Self, A::Error> {
+    pub(crate) fn from_map<A: MapAccess<'a>>(map: A) -> Result<Self, A::Error> {
+        Self::read_map(map, None).map(|(raw, _)| raw)
+    }
+
+    /// Reads a top-level object: an event, or a `{"sentAt": …, "batch": [...]}` body (the
+    /// caller tells them apart by the `batch` member, which is read with at most
+    /// `max_batch` items). The other members are read as an event's, so the caller can say
+    /// which of them do not belong beside `batch`.
+    pub(crate) fn from_top_map<A: MapAccess<'a>>(
+        map: A,
+        max_batch: usize,
+    ) -> Result<(Self, Option<RawBatch<'a>>), A::Error> {
+        Self::read_map(map, Some(max_batch))
+    }
+
+    fn read_map<A: MapAccess<'a>>(
+        mut map: A,
+        max_batch: Option<usize>,
+    ) -> Result<(Self, Option<RawBatch<'a>>), A::Error> {
         let mut raw = RawEvent::default();
+        let mut batch = None;
         while let Some(Key(key)) = map.next_key()? {
+            if let Some(max) = max_batch
+                && key == "batch"
+            {
+                let value = map.next_value_seed(BatchSeed { max })?;
+                if batch.is_some() {
+                    raw.problems.duplicate("", &key);
+                } else {
+                    batch = Some(value);
+                }
+                continue;
+            }
             if key == "setting" {
                 let setting = map.next_value_seed(SettingSeed(&mut raw.problems))?;
                 if raw.setting.is_some() {
@@ -325,7 +426,30 @@ impl<'a> RawEvent<'a> {
                 raw.problems.duplicate("", &key);
             }
         }
-        Ok(raw)
+        Ok((raw, batch))
+    }
+
+    /// The names of the event fields this object has (for "does not belong beside batch").
+    pub(crate) fn present_fields(&self) -> Vec<&'static str> {
+        let slots: [(&'static str, bool); 13] = [
+            ("timestamp", self.timestamp.is_some()),
+            ("subscriber", self.subscriber.is_some()),
+            ("assetId", self.asset_id.is_some()),
+            ("interaction", self.interaction.is_some()),
+            ("action", self.action.is_some()),
+            ("ratingEquivalent", self.rating.is_some()),
+            ("progress", self.progress.is_some()),
+            ("stars", self.stars.is_some()),
+            ("comment", self.comment.is_some()),
+            ("contextId", self.context_id.is_some()),
+            ("eventId", self.event_id.is_some()),
+            ("setting", self.setting.is_some()),
+            ("sentAt", self.sent_at.is_some()),
+        ];
+        slots
+            .into_iter()
+            .filter_map(|(name, present)| present.then_some(name))
+            .collect()
     }
 }
 

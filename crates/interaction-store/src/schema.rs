@@ -30,6 +30,7 @@ diesel::table! {
         context_id -> Nullable<Text>,
         device -> Text,
         received_at -> Timestamptz,
+        original_occurred_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -52,6 +52,7 @@ fn event(n: usize, event_id: Option<&str>) -> Event {
             },
         },
         event_id: event_id.map(str::to_owned),
+        original_timestamp: None,
     }
 }
 

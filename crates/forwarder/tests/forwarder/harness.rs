@@ -30,6 +30,7 @@ pub(crate) fn event(n: usize, asset: &str) -> Event {
             },
         },
         event_id: None,
+        original_timestamp: None,
     }
 }
 

@@ -1,7 +1,5 @@
 //! Storing events: shapes, per-item errors, duplicates, normalization, shared writes.
 
-use std::time::Duration;
-
 use interaction_core::format_timestamp;
 use serde_json::{Value, json};
 
@@ -242,8 +240,8 @@ async fn duplicate_event_ids_are_stored_once_and_reported_across_and_within_requ
 
 #[tokio::test]
 async fn the_spec_examples_are_stored_exactly_normalized() {
-    // The spec's events are from 2025: accept any age for this test.
-    let app = TestApp::spawn_with(|c| c.max_event_age = Duration::ZERO).await;
+    // The spec's events are from 2025: the default configuration accepts any age.
+    let app = TestApp::spawn().await;
     let body = json!([
         {"timestamp": "2025-07-09T13:15:00+03:00", "subscriber": " viusasa_user_12345 ",
          "assetId": "viusasa_episode_67890", "interaction": "play_complete", "ratingEquivalent": 0.5,
@@ -350,13 +348,13 @@ fn send_later(app: &TestApp, path: &str, body: Value) -> tokio::task::JoinHandle
     tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
 }
 
-/// The number of events of each published chunk, in chunk order.
+/// The number of events of each published chunk, in chunk order. A chunk may be published
+/// more than once (at least once: the relay re-publishes a chunk whose confirmation was not
+/// marked in time — here, while the test holds the database connection), so each counts once.
 async fn chunk_sizes(app: &TestApp) -> Vec<usize> {
-    app.published()
-        .await
-        .iter()
-        .map(|c| c.events.len())
-        .collect()
+    let mut chunks = app.published().await;
+    chunks.dedup_by_key(|c| c.chunk_id);
+    chunks.iter().map(|c| c.events.len()).collect()
 }
 
 #[tokio::test]

@@ -9,3 +9,4 @@ mod ingest;
 mod ops;
 mod outbox;
 mod protocol;
+mod skew;

@@ -4,54 +4,11 @@ use interaction_core::{BodyShape, Limits, Normalizer, RatingMap};
 
 use crate::common::now;
 
-const PLAY_COMPLETE: &str = r#"{
-"timestamp": "2025-07-09T10:15:00Z",
-"subscriber": "viusasa_user_12345",
-"assetId": "viusasa_episode_67890",
-"interaction": "play_complete",
-"ratingEquivalent": 0.5,
-"comment": "User watched 90% of the episode.",
-"contextId": "viusasa_player_context",
-"setting": {
-"device": "android_app"
-}
-}"#;
+const PLAY_COMPLETE: &str = include_str!("../fixtures/spec/play_complete.json");
 
-const ADD_TO_CART: &str = r#"{
-"timestamp": "2025-07-09T11:05:20Z",
-"subscriber": "duka_user_54321",
-"assetId": "duka_product_abcde",
-"interaction": "add_to_cart",
-"ratingEquivalent": 0.5,
-"comment": "User added product to cart from product detail page.",
-"contextId": "duka_pdp_context",
-"setting": {
-"device": "web"
-}
-}"#;
+const ADD_TO_CART: &str = include_str!("../fixtures/spec/add_to_cart.json");
 
-const BATCH: &str = r#"[
-{
-"timestamp": "2025-07-09T09:30:00Z",
-"subscriber": "citizen_user_12345",
-"assetId": "citizen_article_67890",
-"interaction": "select",
-"ratingEquivalent": 0.25,
-"setting": {
-"device": "web"
-}
-},
-{
-"timestamp": "2025-07-09T09:31:00Z",
-"subscriber": "citizen_user_12345",
-"assetId": "citizen_article_67890",
-"interaction": "share",
-"ratingEquivalent": 0.75,
-"setting": {
-"device": "web"
-}
-}
-]"#;
+const BATCH: &str = include_str!("../fixtures/spec/batch.json");
 
 fn canonical(body: &str) -> (BodyShape, Vec<String>) {
     let map = RatingMap::builtin();
@@ -67,60 +24,23 @@ fn canonical(body: &str) -> (BodyShape, Vec<String>) {
     (batch.shape, events)
 }
 
-#[test]
-fn the_play_complete_example_becomes_canonical_json() {
-    assert_eq!(
-        canonical(PLAY_COMPLETE),
-        (
-            BodyShape::Object,
-            vec![
-                concat!(
-                    r#"{"timestamp":"2025-07-09T10:15:00Z","subscriber":"viusasa_user_12345","#,
-                    r#""assetId":"viusasa_episode_67890","interaction":"play_complete","#,
-                    r#""ratingEquivalent":0.5,"comment":"User watched 90% of the episode.","#,
-                    r#""contextId":"viusasa_player_context","setting":{"device":"android_app"}}"#
-                )
-                .to_owned()
-            ]
-        )
-    );
-}
+/// The canonical JSON of the examples' events, in order.
+const CANONICAL: &str = include_str!("../fixtures/spec/canonical.jsonl");
 
 #[test]
-fn the_add_to_cart_example_becomes_canonical_json() {
-    assert_eq!(
-        canonical(ADD_TO_CART).1,
-        vec![concat!(
-            r#"{"timestamp":"2025-07-09T11:05:20Z","subscriber":"duka_user_54321","#,
-            r#""assetId":"duka_product_abcde","interaction":"add_to_cart","ratingEquivalent":0.5,"#,
-            r#""comment":"User added product to cart from product detail page.","#,
-            r#""contextId":"duka_pdp_context","setting":{"device":"web"}}"#
-        )]
-    );
-}
-
-#[test]
-fn the_batch_example_becomes_canonical_json_without_optional_fields() {
-    assert_eq!(
-        canonical(BATCH),
-        (
-            BodyShape::Array,
-            vec![
-                concat!(
-                    r#"{"timestamp":"2025-07-09T09:30:00Z","subscriber":"citizen_user_12345","#,
-                    r#""assetId":"citizen_article_67890","interaction":"select","#,
-                    r#""ratingEquivalent":0.25,"setting":{"device":"web"}}"#
-                )
-                .to_owned(),
-                concat!(
-                    r#"{"timestamp":"2025-07-09T09:31:00Z","subscriber":"citizen_user_12345","#,
-                    r#""assetId":"citizen_article_67890","interaction":"share","#,
-                    r#""ratingEquivalent":0.75,"setting":{"device":"web"}}"#
-                )
-                .to_owned(),
-            ]
-        )
-    );
+fn the_examples_become_canonical_json_without_optional_fields_added() {
+    let want: Vec<&str> = CANONICAL.lines().collect();
+    // (body, shape, its events' lines in canonical.jsonl)
+    let cases = [
+        (PLAY_COMPLETE, BodyShape::Object, 0..1),
+        (ADD_TO_CART, BodyShape::Object, 1..2),
+        (BATCH, BodyShape::Array, 2..4),
+    ];
+    for (body, shape, lines) in cases {
+        let (got_shape, got) = canonical(body);
+        assert_eq!(got_shape, shape, "{body}");
+        assert_eq!(got, want[lines], "{body}");
+    }
 }
 
 #[test]

@@ -12,3 +12,4 @@ mod profiles;
 mod properties;
 mod rating_map;
 mod rules;
+mod skew;

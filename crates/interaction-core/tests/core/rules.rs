@@ -443,19 +443,60 @@ fn timestamps_are_rfc3339_with_an_offset_and_normalized_to_utc() {
             Accept(json!({"timestamp": "2025-06-10T12:00:00Z"})),
         ),
         (
-            "31 days old",
-            with(json!({"timestamp": "2025-06-08T12:00:00Z"}), &[]),
+            "a year old: no age limit by default (backfills, long-offline apps)",
+            with(json!({"timestamp": "2024-07-09T12:00:00Z"}), &[]),
+            Accept(json!({"timestamp": "2024-07-09T12:00:00Z"})),
+        ),
+        (
+            "2000-01-01 exactly",
+            with(json!({"timestamp": "2000-01-01T00:00:00Z"}), &[]),
+            Accept(json!({"timestamp": "2000-01-01T00:00:00Z"})),
+        ),
+        (
+            "just before 2000",
+            with(json!({"timestamp": "1999-12-31T23:59:59Z"}), &[]),
             Reject(
                 "timestamp",
-                "is too old (2025-06-08T12:00:00Z); events older than 30 days",
+                "is before 2000-01-01 (1999-12-31T23:59:59Z); the device clock is probably unset",
             ),
         ),
         (
             "the epoch",
             with(json!({"timestamp": "1970-01-01T00:00:00Z"}), &[]),
-            Reject("timestamp", "too old"),
+            Reject("timestamp", "before 2000-01-01"),
         ),
     ]);
+}
+
+#[test]
+fn an_age_limit_applies_when_an_operator_sets_one() {
+    let thirty_days = Limits {
+        max_age: Some(chrono::TimeDelta::days(30)),
+        ..Limits::default()
+    };
+    // (timestamp, accepted)
+    for (timestamp, accepted) in [
+        ("2025-06-10T12:00:00Z", true),
+        ("2025-06-08T12:00:00Z", false),
+    ] {
+        let result = normalize_with(
+            "video",
+            &thirty_days,
+            &with(json!({"timestamp": timestamp}), &[]),
+        );
+        match result {
+            Ok(_) => assert!(accepted, "{timestamp} accepted"),
+            Err(errors) => {
+                assert!(!accepted, "{timestamp}: {errors:?}");
+                assert!(
+                    errors[0]
+                        .message
+                        .contains("is too old (2025-06-08T12:00:00Z); events older than 30 days"),
+                    "{errors:?}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
