@@ -124,7 +124,7 @@ log "ingest-api on 127.0.0.1:$api_port (database $db, AMQP prefix $prefix)"
 (
   cd "$tmp"
   exec env DATABASE_URL="${PG_URL%/*}/$db" AMQP_URL="$AMQP_URL" AMQP_PREFIX="$prefix" \
-    INGEST_ADDR="127.0.0.1:$api_port" API_KEYS="gateway:$API_KEY" HTTP_WORKERS=2 \
+    INGEST_ADDR="127.0.0.1:$api_port" INGEST_ADMIN_ADDR="127.0.0.1:$(free_port)" API_KEYS="gateway:$API_KEY" HTTP_WORKERS=2 \
     SHUTDOWN_TIMEOUT=5s LOG_FORMAT=text RUST_LOG=warn "$INGEST_API_BIN"
 ) >"$tmp/ingest-api.log" 2>&1 &
 api_pid=$!

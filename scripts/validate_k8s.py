@@ -53,7 +53,9 @@ K8S_VERSION = os.environ.get("K8S_VERSION", "1.30.0")
 NAMESPACE = "interaction-logger"
 SECRET = "interaction-logger-secrets"
 OUR_IMAGES = ("interaction-logger/", "/interaction-logger/")
-SERVING = {"ingest-api": "http", "forwarder": "admin"}  # our Deployments and their probe port
+# Our Deployments and their probe port: the admin listener of each, which also serves /metrics
+# (ingest-api's public port never does).
+SERVING = {"ingest-api": "admin", "forwarder": "admin"}
 MARGIN_SECONDS = 5
 CUSTOM_GROUPS = ("keda.sh/", "rabbitmq.com/", "monitoring.coreos.com/", "cert-manager.io/")
 POSTGRES_CA_FILE = K8S / "overlays" / "prod" / "postgres-ca.pem"
@@ -588,6 +590,11 @@ def check_workload(obj: dict, index: dict, where: str, documented: set[str]) -> 
             ready = container.get("readinessProbe", {}).get("httpGet", {})
             expect(live.get("path") == "/livez" and live.get("port") == port, f"{clabel}: liveness must be /livez")
             expect(ready.get("path") == "/readyz" and ready.get("port") == port, f"{clabel}: readiness must be /readyz")
+            annotations = obj["spec"]["template"]["metadata"].get("annotations", {})
+            if "prometheus.io/port" in annotations:
+                admin = [p.get("containerPort") for p in container.get("ports", []) if p.get("name") == port]
+                expect([int(annotations["prometheus.io/port"])] == admin,
+                       f"{clabel}: prometheus.io/port must be the {port} port {admin}")
             command = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
             pre_stop = int(command[1]) if len(command) == 2 and command[0] == "sleep" else -1
             expect(pre_stop > 0, f"{clabel}: needs a preStop [sleep, N]")

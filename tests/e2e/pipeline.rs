@@ -202,11 +202,12 @@ impl Pipeline {
                 Service::Ingest(i),
                 own(&[
                     ("INGEST_ADDR", format!("127.0.0.1:{port}")),
+                    ("INGEST_ADMIN_ADDR", format!("127.0.0.1:{}", free_port())),
                     ("API_KEYS", format!("e2e:{API_KEY}")),
                     ("HTTP_WORKERS", "2".into()),
                     ("RELAY_INTERVAL", "200ms".into()),
                     ("RELAY_AFTER", "1s".into()),
-                    ("RATE_LIMIT_RPS", "0".into()),
+                    ("RATE_LIMIT_EVENTS_PER_SEC", "0".into()),
                 ]),
             );
         }

@@ -325,6 +325,7 @@ async fn main() -> anyhow::Result<()> {
         "ingest-api",
         &env(&[
             ("INGEST_ADDR", format!("127.0.0.1:{ingest_port}")),
+            ("INGEST_ADMIN_ADDR", format!("127.0.0.1:{}", free_port())),
             // The default configuration of one tenant otherwise: rate limits included.
             ("API_KEYS", format!("bench:{API_KEY}")),
         ]),

@@ -41,6 +41,17 @@ pub struct Config {
     #[arg(long, env = "INGEST_ADDR", default_value = "0.0.0.0:8080")]
     pub ingest_addr: SocketAddr,
 
+    /// Address of the admin listener: `/metrics`, `/livez` and `/readyz`, for the cluster's
+    /// probes and scrapers only (the API port serves `/health`, `/livez` and `/readyz` but
+    /// not `/metrics`).
+    #[arg(long, env = "INGEST_ADMIN_ADDR", default_value = "0.0.0.0:8082")]
+    pub admin_addr: SocketAddr,
+
+    /// How often the database is checked for `/health` and `/readyz`, which answer from the
+    /// last check instead of querying per request.
+    #[arg(long, env = "HEALTH_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub health_interval: Duration,
+
     /// HTTP worker threads (0: one per core).
     #[arg(long, env = "HTTP_WORKERS", default_value_t = 0)]
     pub http_workers: usize,
@@ -56,16 +67,35 @@ pub struct Config {
     )]
     pub api_keys: String,
 
-    /// Requests per second allowed per API key and instance (0: no limit). An app's key is
-    /// shared by every install of the app, so this caps a whole tenant, not one user. The
-    /// default is above what one instance can store (~20,000 single events/s on two cores), so
-    /// a tenant is never throttled by its own ordinary load — only a runaway key is.
-    #[arg(long, env = "RATE_LIMIT_RPS", default_value_t = 100_000)]
-    pub rate_limit_rps: u32,
+    /// Events per second allowed per API key and instance (0: no limit). A request of 500
+    /// events counts 500, invalid ones included; one over the limit is refused whole (429).
+    /// An app's key is shared by every install of the app, so this caps a whole tenant: the
+    /// default is above what one instance can store (~40,000 single events/s on two cores),
+    /// so a tenant is never throttled by its own ordinary load — only a runaway key is.
+    #[arg(long, env = "RATE_LIMIT_EVENTS_PER_SEC", default_value_t = 100_000)]
+    pub rate_limit_events_per_sec: u32,
 
-    /// Requests a key may send at once above the steady rate.
-    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 100_000)]
-    pub rate_limit_burst: u32,
+    /// Events a key may send at once above the steady rate; a single request with more is
+    /// refused with 413.
+    #[arg(long, env = "RATE_LIMIT_EVENTS_BURST", default_value_t = 100_000)]
+    pub rate_limit_events_burst: u32,
+
+    /// Requests per second allowed per client address and instance (0, the default: no
+    /// limit), so one address cannot take a whole key's share. Off by default because a
+    /// benchmark or a server-side integration sends everything from one address; behind a
+    /// load balancer set TRUSTED_PROXY_HOPS too (the Kubernetes manifests do both).
+    #[arg(long, env = "RATE_LIMIT_ADDRESS_RPS", default_value_t = 0)]
+    pub rate_limit_address_rps: u32,
+
+    /// Requests an address may send at once above RATE_LIMIT_ADDRESS_RPS.
+    #[arg(long, env = "RATE_LIMIT_ADDRESS_BURST", default_value_t = 0)]
+    pub rate_limit_address_burst: u32,
+
+    /// Proxies in front of ingest-api that append the client address to X-Forwarded-For
+    /// (0: none, the peer address is the client's; 1: one load balancer or ingress). Only the
+    /// entry the nearest trusted proxy wrote is believed: the rest is whatever clients sent.
+    #[arg(long, env = "TRUSTED_PROXY_HOPS", default_value_t = 0)]
+    pub trusted_proxy_hops: usize,
 
     /// Browser origins allowed by CORS, comma-separated (`*` for any; empty: none).
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]

@@ -12,9 +12,11 @@ pub enum ApiError {
     /// No API key, or an unknown one.
     #[error("missing or invalid API key; send it in X-API-Key or Authorization: Bearer")]
     Unauthorized,
-    /// The key's request rate is exceeded.
-    #[error("rate limit exceeded; retry after {retry_after} s")]
+    /// A rate limit is exceeded (the key's events, or the address's requests).
+    #[error("{message}; retry after {retry_after} s")]
     RateLimited {
+        /// Which limit, and what to do.
+        message: String,
         /// Seconds until a request will be accepted.
         retry_after: u64,
     },
@@ -67,7 +69,7 @@ pub struct ErrorBody {
     pub message: String,
     /// Per-item problems, when the items were the problem.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    #[schema(value_type = Vec<crate::docs::ItemErrorDoc>)]
+    #[schema(value_type = Vec<crate::schema::ItemErrorDoc>)]
     pub errors: Vec<ItemError>,
 }
 
@@ -87,7 +89,8 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
         match self {
-            ApiError::RateLimited { retry_after } | ApiError::Unavailable { retry_after, .. } => {
+            ApiError::RateLimited { retry_after, .. }
+            | ApiError::Unavailable { retry_after, .. } => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after)));
             }
             ApiError::Unauthorized => {

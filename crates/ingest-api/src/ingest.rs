@@ -1,9 +1,10 @@
 //! The ingestion endpoints: `POST /api/v1/logs` (batch), `POST /api/v1/log` (one event) and
 //! the original design's aliases `/interact/batch` and `/interact`.
 //!
-//! Order of checks, cheapest first: API key, rate limit, content type and encoding, body size
-//! (as sent, then decompressed), JSON, then every item. A request is answered 202 only after
-//! its valid events are committed to PostgreSQL.
+//! Order of checks, cheapest first: the client address's request rate, API key, content type
+//! and encoding, body size (as sent, then decompressed), JSON and every item, then the key's
+//! rate of events (the request's item count, all or nothing). A request is answered 202 only
+//! after its valid events are committed to PostgreSQL.
 
 use std::io::Read;
 use std::time::Duration;
@@ -37,7 +38,7 @@ pub struct Accepted {
     #[serde(skip_serializing_if = "Vec::is_empty", rename = "duplicateIndexes")]
     pub duplicate_indexes: Vec<usize>,
     /// Problems of the invalid items, by index.
-    #[schema(value_type = Vec<crate::docs::ItemErrorDoc>)]
+    #[schema(value_type = Vec<crate::schema::ItemErrorDoc>)]
     pub errors: Vec<ItemError>,
     /// Stored events whose timestamp was corrected for a wrong device clock (their `sentAt`
     /// was more than `CLOCK_SKEW_THRESHOLD` from the server clock). Absent when none.
@@ -75,7 +76,7 @@ pub enum Endpoint {
         (`Content-Encoding: gzip`). A `sentAt` (in the body or the `X-Sent-At` header: the device clock \
         when the request was sent) corrects the timestamps of a device whose clock is wrong.",
     params(("X-Sent-At" = Option<String>, Header, description = "The device clock when the request was sent (RFC 3339); not together with a body `sentAt`")),
-    request_body(content = crate::docs::BatchBody, content_type = "application/json"),
+    request_body(content = crate::schema::BatchBody, content_type = "application/json"),
     responses(
         (status = 202, description = "Stored; invalid items listed in `errors`", body = Accepted),
         (status = 400, description = "Not JSON, not events, or every item invalid", body = crate::error::ErrorBody),
@@ -104,7 +105,7 @@ pub async fn logs(
     description = "Stores one interaction event. Also served at `/interact`. An `X-Sent-At` header \
         (or the event's own `sentAt`) corrects its timestamp if the device clock is wrong.",
     params(("X-Sent-At" = Option<String>, Header, description = "The device clock when the request was sent (RFC 3339)")),
-    request_body(content = crate::docs::InteractionInput, content_type = "application/json"),
+    request_body(content = crate::schema::InteractionInput, content_type = "application/json"),
     responses(
         (status = 202, description = "Stored", body = Accepted),
         (status = 400, description = "Invalid event (see `errors`) or not one JSON object", body = crate::error::ErrorBody),
@@ -130,10 +131,12 @@ async fn ingest(
     state: web::Data<AppState>,
     endpoint: Endpoint,
 ) -> Result<HttpResponse, ApiError> {
+    state
+        .rate_limits
+        .check_address(state.rate_limits.client_of(&req))?;
     let (key_index, tenant) = crate::auth::presented_key(&req)
         .and_then(|key| state.keys.lookup(key))
         .ok_or(ApiError::Unauthorized)?;
-    state.check_rate(key_index)?;
     check_content_type(&req)?;
     let gzip = content_encoding_is_gzip(&req)?;
     let body = read_body(&req, payload, state.body_limit).await?;
@@ -157,6 +160,8 @@ async fn ingest(
                 .to_owned(),
         ));
     }
+    // Every item read costs, valid or not: all of them or none, before anything is stored.
+    state.rate_limits.check_events(key_index, batch.received)?;
     let skipped = batch.skipped();
     if skipped > 0 {
         metrics::counter!("ingest_events_invalid_total").increment(skipped as u64);

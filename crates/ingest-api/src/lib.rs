@@ -17,6 +17,7 @@ pub mod ops;
 pub mod outbox;
 pub mod reconciler;
 pub mod relay;
+pub mod schema;
 pub mod startup;
 pub mod state;
 

@@ -20,24 +20,30 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::ApiKeys;
+use crate::auth::{RateLimitConfig, RateLimits};
 use crate::batcher::{Batcher, BatcherConfig, Writers};
 use crate::config::Config;
 use crate::outbox::PublishQueue;
 use crate::reconciler::ReconcilerConfig;
 use crate::relay::{RELAY_BATCH_CHUNKS, RelayConfig};
-use crate::state::{AppState, rate_limiter};
+use crate::state::AppState;
 use crate::{docs, ingest, ops};
 
 /// A running (not yet awaited) ingest-api.
 pub struct Application {
     port: u16,
     server: Server,
+    admin_port: u16,
+    /// `/metrics`, `/livez`, `/readyz` for the cluster only (INGEST_ADMIN_ADDR).
+    admin: Server,
+    /// The health check and the rate limiters' upkeep.
+    upkeep: tokio::task::JoinHandle<()>,
     state: web::Data<AppState>,
     writers: Writers,
     outbox: tokio::task::JoinHandle<()>,
     relay: tokio::task::JoinHandle<()>,
     reconciler: tokio::task::JoinHandle<()>,
-    /// Stops the relay and the reconciler.
+    /// Stops the relay, the reconciler and the upkeep.
     stop_relay: watch::Sender<bool>,
     publisher: Publisher,
     shutdown: Arc<Notify>,
@@ -68,17 +74,20 @@ pub fn load_rating_map(config: &Config) -> anyhow::Result<RatingMap> {
 
 impl Application {
     /// Validates the configuration, runs migrations (unless disabled), connects, and binds
-    /// `config.ingest_addr`.
+    /// `config.ingest_addr` and `config.admin_addr`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(config.ingest_addr)
             .with_context(|| format!("binding INGEST_ADDR {}", config.ingest_addr))?;
-        Self::build_with_listener(config, listener).await
+        let admin = TcpListener::bind(config.admin_addr)
+            .with_context(|| format!("binding INGEST_ADMIN_ADDR {}", config.admin_addr))?;
+        Self::build_with_listeners(config, listener, admin).await
     }
 
-    /// Like [`Self::build`], on a listener the caller bound.
-    pub async fn build_with_listener(
+    /// Like [`Self::build`], on listeners the caller bound: the API's and the admin port's.
+    pub async fn build_with_listeners(
         config: Config,
         listener: TcpListener,
+        admin_listener: TcpListener,
     ) -> anyhow::Result<Self> {
         let keys = ApiKeys::parse(&config.api_keys).map_err(anyhow::Error::msg)?;
         let rating = load_rating_map(&config)?;
@@ -163,13 +172,26 @@ impl Application {
             relay_stopped,
         );
 
+        let rate_limits = Arc::new(RateLimits::new(RateLimitConfig {
+            events_per_second: config.rate_limit_events_per_sec,
+            events_burst: config.rate_limit_events_burst,
+            address_requests_per_second: config.rate_limit_address_rps,
+            address_burst: config.rate_limit_address_burst,
+            trusted_proxy_hops: config.trusted_proxy_hops,
+        }));
+        let (health, upkeep) = crate::ops::start_upkeep(
+            store.clone(),
+            rate_limits.clone(),
+            config.health_interval,
+            stop_relay.subscribe(),
+        );
         let state = web::Data::new(AppState {
             keys,
-            limiter: rate_limiter(config.rate_limit_rps, config.rate_limit_burst),
+            rate_limits: rate_limits.clone(),
             rating,
             limits,
             batcher,
-            store,
+            health,
             publisher: publisher.clone(),
             body_limit: config.body_limit_bytes,
             decompressed_limit: config.decompressed_limit_bytes,
@@ -216,7 +238,6 @@ impl Application {
                 .service(endpoint("/health", Method::GET, web::get().to(ops::health)))
                 .service(endpoint("/livez", Method::GET, web::get().to(ops::livez)))
                 .service(endpoint("/readyz", Method::GET, web::get().to(ops::readyz)))
-                .service(endpoint("/metrics", Method::GET, web::get().to(ops::metrics)))
                 .service(web::redirect("/docs", "/docs/"))
                 .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
                 .default_service(web::to(not_found))
@@ -228,9 +249,32 @@ impl Application {
         if config.http_workers > 0 {
             server = server.workers(config.http_workers);
         }
+        let admin_port = admin_listener.local_addr()?.port();
+        let admin_state = state.clone();
+        let admin = HttpServer::new(move || {
+            App::new()
+                .app_data(admin_state.clone())
+                .service(endpoint(
+                    "/metrics",
+                    Method::GET,
+                    web::get().to(ops::metrics),
+                ))
+                .service(endpoint("/livez", Method::GET, web::get().to(ops::livez)))
+                .service(endpoint("/readyz", Method::GET, web::get().to(ops::readyz)))
+                .default_service(web::to(not_found))
+        })
+        .listen(admin_listener)?
+        // Scrapes and probes only: one thread, apart from the API's workers.
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .run();
         Ok(Self {
             port,
             server: server.run(),
+            admin_port,
+            admin,
+            upkeep,
             state,
             writers,
             outbox,
@@ -248,6 +292,11 @@ impl Application {
         self.port
     }
 
+    /// The port of the admin listener (`/metrics`, `/livez`, `/readyz`).
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
     /// A handle that stops the application gracefully.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.shutdown.clone())
@@ -259,6 +308,8 @@ impl Application {
     /// connection.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle: ServerHandle = self.server.handle();
+        let admin_handle: ServerHandle = self.admin.handle();
+        let admin = tokio::spawn(self.admin);
         let mut server = tokio::spawn(self.server);
         let stopped_early = tokio::select! {
             result = &mut server => Some(result),
@@ -280,6 +331,7 @@ impl Application {
             let _ = self.stop_relay.send(true);
             let _ = self.relay.await;
             let _ = self.reconciler.await;
+            let _ = self.upkeep.await;
         };
         if tokio::time::timeout(self.shutdown_timeout, drain)
             .await
@@ -288,6 +340,9 @@ impl Application {
             log::warn!("shutdown timed out; unpublished chunks stay for the relay");
         }
         self.publisher.close().await;
+        // Last: metrics and probes stay up while the rest drains.
+        admin_handle.stop(true).await;
+        let _ = admin.await;
         log::info!("stopped");
         Ok(())
     }

@@ -9,7 +9,7 @@ pub mod rabbit;
 pub mod tls;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use interaction_bus::Topology;
@@ -66,12 +66,13 @@ async fn until(held: &mut watch::Receiver<bool>, value: bool) {
     let _ = held.wait_for(|h| *h == value).await.map(|_| ());
 }
 
-/// Copies `from` to `to` until either ends; while `paused` is true, what was read is kept
-/// and written only once it turns false.
+/// Copies `from` to `to` until either ends, adding what it copied to `count`; while
+/// `paused` is true, what was read is kept and written only once it turns false.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut paused: watch::Receiver<bool>,
+    count: Option<&AtomicU64>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buffer = vec![0u8; 16 * 1024];
@@ -83,6 +84,9 @@ async fn pump(
         until(&mut paused, false).await;
         if to.write_all(&buffer[..n]).await.is_err() {
             break;
+        }
+        if let Some(count) = count {
+            count.fetch_add(n as u64, Ordering::SeqCst);
         }
     }
     let _ = to.shutdown().await;
@@ -99,6 +103,8 @@ pub struct Proxy {
     cuts: watch::Sender<u64>,
     holding: watch::Sender<bool>,
     paused: watch::Sender<bool>,
+    /// Bytes forwarded to the service so far.
+    sent: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -120,6 +126,8 @@ impl Proxy {
         let (cuts, _) = watch::channel(0u64);
         let (holding, _) = watch::channel(false);
         let (paused, _) = watch::channel(false);
+        let sent = Arc::new(AtomicU64::new(0));
+        let counter = sent.clone();
         let (flag, watcher, hold, pause, target) = (
             up.clone(),
             cuts.clone(),
@@ -136,6 +144,7 @@ impl Proxy {
                 let mut held = hold.subscribe();
                 let pause = pause.clone();
                 let target = target.clone();
+                let counter = counter.clone();
                 tokio::spawn(async move {
                     let holding_now = *held.borrow_and_update();
                     if holding_now {
@@ -153,8 +162,8 @@ impl Proxy {
                     let (server_read, server_write) = server.into_split();
                     let both_ways = async {
                         tokio::join!(
-                            pump(client_read, server_write, pause.subscribe()),
-                            pump(server_read, client_write, pause.subscribe()),
+                            pump(client_read, server_write, pause.subscribe(), Some(&counter)),
+                            pump(server_read, client_write, pause.subscribe(), None),
                         )
                     };
                     // Pinned here, not moved into the select: on a hold both sockets must
@@ -181,8 +190,15 @@ impl Proxy {
             cuts,
             holding,
             paused,
+            sent,
             task,
         }
+    }
+
+    /// Bytes forwarded to the service so far, on every connection: how much a client asked
+    /// of it (a test can tell "no query was sent" from "a quick query was sent").
+    pub fn bytes_to_service(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
     }
 
     /// The service stops answering: open and new connections are kept open, and every byte

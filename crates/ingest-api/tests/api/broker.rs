@@ -48,9 +48,15 @@ async fn with_the_broker_away_events_are_still_accepted_and_the_relay_publishes_
         .post("/api/v1/logs", &json!([event("u1"), event("u2")]))
         .await;
     assert_eq!(response.status(), 202, "the broker is not needed to accept");
-    let health = app.client.get(app.url("/health")).send().await.unwrap();
-    assert_eq!(health.status(), 500);
-    let health: Value = health.json().await.unwrap();
+    // /health answers from the background check: wait for one that has seen the events.
+    let health = app
+        .wait_until("/health to count the events", async || {
+            let response = app.client.get(app.url("/health")).send().await.ok()?;
+            (response.status() == 500).then_some(())?;
+            let health: Value = response.json().await.ok()?;
+            (health["pending_interactions"] == 2).then_some(health)
+        })
+        .await;
     assert_eq!(
         (health["rabbitmq"].as_bool(), health["database"].as_bool()),
         (Some(false), Some(true))

@@ -38,7 +38,8 @@ pub(crate) fn test_config(database_url: &str) -> Config {
     config.rating_map_file = String::new();
     config.cors_allowed_origins = "https://app.example.com".into();
     config.shutdown_timeout = Duration::from_secs(10);
-    config.rate_limit_rps = 0;
+    config.rate_limit_events_per_sec = 0;
+    config.health_interval = Duration::from_millis(100);
     config
 }
 
@@ -59,6 +60,8 @@ pub(crate) fn database_through(config: &mut Config, proxy: &Proxy) {
 /// A running app, its database and its queues; all removed on drop.
 pub(crate) struct TestApp {
     pub(crate) address: String,
+    /// The admin listener: `/metrics`, `/livez`, `/readyz`.
+    pub(crate) admin: String,
     pub(crate) client: reqwest::Client,
     pub(crate) store: Store,
     pub(crate) topology: Topology,
@@ -86,16 +89,19 @@ impl TestApp {
     pub(crate) async fn start(config: Config, store: Store, db: Option<TestDatabase>) -> Self {
         let topology = Topology::new(config.connections.amqp_prefix.clone());
         let listener = TcpListener::bind(config.ingest_addr).unwrap();
-        let app = Application::build_with_listener(config, listener)
+        let admin_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let app = Application::build_with_listeners(config, listener, admin_listener)
             .await
             .unwrap();
         let address = format!("http://127.0.0.1:{}", app.port());
+        let admin = format!("http://127.0.0.1:{}", app.admin_port());
         let shutdown = app.shutdown_handle();
         let stopped = tokio::spawn(app.run_until_stopped());
         // reqwest's TLS needs a process-wide crypto provider (see interaction-runtime).
         interaction_runtime::install_tls_provider();
         Self {
             address,
+            admin,
             client: reqwest::Client::new(),
             store,
             topology,
@@ -193,7 +199,7 @@ impl TestApp {
     pub(crate) async fn metric(&self, series: &str) -> f64 {
         let text = self
             .client
-            .get(self.url("/metrics"))
+            .get(format!("{}/metrics", self.admin))
             .send()
             .await
             .unwrap()

@@ -12,9 +12,16 @@ async fn health_reports_ok_with_the_spec_fields_when_everything_is_up() {
     let app = TestApp::spawn().await;
     app.wait_for_broker().await;
     assert_eq!(app.post("/api/v1/log", &event("u")).await.status(), 202);
-    let response = app.client.get(app.url("/health")).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    let health: Value = response.json().await.unwrap();
+    // /health answers from the background check (every 100 ms here): wait for one that
+    // has seen the event.
+    let health = app
+        .wait_until("/health to count the stored event", async || {
+            let response = app.client.get(app.url("/health")).send().await.ok()?;
+            (response.status() == 200).then_some(())?;
+            let health: Value = response.json().await.ok()?;
+            (health["pending_interactions"] == 1).then_some(health)
+        })
+        .await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["rabbitmq"], true);
     assert_eq!(health["database"], true);
@@ -80,9 +87,14 @@ async fn with_the_database_away_ingest_answers_503_and_health_says_so() {
         "{body}"
     );
 
-    let health = app.client.get(app.url("/health")).send().await.unwrap();
-    assert_eq!(health.status(), 500);
-    let health: Value = health.json().await.unwrap();
+    let health = app
+        .wait_until("/health to see the database away", async || {
+            let response = app.client.get(app.url("/health")).send().await.ok()?;
+            (response.status() == 500).then_some(())?;
+            let health: Value = response.json().await.ok()?;
+            (health["database"] == false).then_some(health)
+        })
+        .await;
     assert_eq!(
         (
             health["database"].as_bool(),
@@ -186,7 +198,7 @@ async fn metrics_count_requests_and_events() {
         .wait_until("the backlog gauge", async || {
             let text = app
                 .client
-                .get(app.url("/metrics"))
+                .get(format!("{}/metrics", app.admin))
                 .send()
                 .await
                 .ok()?
@@ -259,7 +271,6 @@ async fn the_api_documents_itself_offline() {
         "/health",
         "/livez",
         "/readyz",
-        "/metrics",
     ] {
         assert!(openapi["paths"][path].is_object(), "{path} undocumented");
         // Swagger UI lists operations by summary: it must say what the endpoint does, not
@@ -309,4 +320,84 @@ async fn the_api_documents_itself_offline() {
     assert_eq!(page.status(), 200, "redirected to /docs/");
     let html = page.text().await.unwrap();
     assert!(html.to_lowercase().contains("swagger"), "{html}");
+}
+
+#[tokio::test]
+async fn metrics_are_on_the_admin_listener_only_beside_the_probes() {
+    let app = TestApp::spawn().await;
+    let status = |url: String| {
+        let request = app.client.get(url);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(
+        status(app.url("/metrics")).await,
+        404,
+        "not on the public port"
+    );
+    for path in ["/metrics", "/livez", "/readyz"] {
+        let admin = format!("{}{path}", app.admin);
+        app.wait_until(&format!("admin {path}"), async || {
+            (status(admin.clone()).await == 200).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(status(format!("{}/health", app.admin)).await, 404);
+    assert_eq!(status(format!("{}/api/v1/logs", app.admin)).await, 404);
+}
+
+#[tokio::test]
+async fn a_flood_of_health_checks_never_reaches_the_database_nor_slows_ingest() {
+    // The database behind a proxy that counts what is sent to it; nothing else polls it
+    // during the test (relay, reconciler and health check every hour). One pooled connection.
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let app = TestApp::spawn_with(|c| {
+        database_through(c, &proxy);
+        c.connections.database_max_connections = 1;
+        c.health_interval = Duration::from_secs(3600);
+        c.relay_interval = Duration::from_secs(3600);
+        c.reconcile_interval = Duration::from_secs(3600);
+    })
+    .await;
+    app.wait_for_broker().await;
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let floods: Vec<_> = (0..64)
+        .map(|_| {
+            let request = app.client.get(app.url("/health"));
+            let (flooding, answered) = (flooding.clone(), answered.clone());
+            tokio::spawn(async move {
+                while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                    let response = request.try_clone().unwrap().send().await.unwrap();
+                    assert_eq!(response.status(), 200);
+                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    // Hundreds of answers; the database hears (almost) nothing. Per call, each would have
+    // sent a query of ~100 bytes: 50,000 bytes and more.
+    let before = proxy.bytes_to_service();
+    let counted = answered.load(std::sync::atomic::Ordering::Relaxed);
+    app.wait_until("the flood to be under way", async || {
+        (answered.load(std::sync::atomic::Ordering::Relaxed) >= counted + 500).then_some(())
+    })
+    .await;
+    let sent = proxy.bytes_to_service() - before;
+    assert!(
+        sent < 2_000,
+        "{sent} bytes sent to the database during 500 health checks"
+    );
+    // Ingest while the flood goes on: every write gets the one connection and is stored.
+    for i in 0..50 {
+        let status = app
+            .post("/api/v1/log", &event(&format!("u{i}")))
+            .await
+            .status();
+        assert_eq!(status, 202, "write {i} during the flood");
+    }
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    for flood in floods {
+        flood.await.unwrap();
+    }
+    assert_eq!(app.store.pending_event_count().await.unwrap(), 50);
 }

@@ -177,27 +177,43 @@ async fn oversized_bodies_and_batches_get_413() {
 }
 
 #[tokio::test]
-async fn a_key_over_its_rate_gets_429_with_retry_after_and_others_are_unaffected() {
+async fn a_key_is_limited_by_events_not_requests_and_a_batch_over_it_stores_nothing() {
     let app = TestApp::spawn_with(|c| {
-        c.rate_limit_rps = 1;
-        c.rate_limit_burst = 2;
+        c.rate_limit_events_per_sec = 1;
+        c.rate_limit_events_burst = 10;
     })
     .await;
-    let mut statuses = Vec::new();
-    for _ in 0..3 {
-        statuses.push(app.post("/api/v1/log", &event("u")).await);
-    }
-    assert_eq!(statuses[0].status(), 202);
-    assert_eq!(statuses[1].status(), 202);
-    let limited = statuses.pop().unwrap();
+    // 7 events in one request: 7 of the 10.
+    let seven: Vec<_> = (0..7).map(|i| event(&format!("a{i}"))).collect();
+    assert_eq!(app.post("/api/v1/logs", &json!(seven)).await.status(), 202);
+    // 5 more in one request: over the limit mid-batch, refused whole.
+    let five: Vec<_> = (0..5).map(|i| event(&format!("b{i}"))).collect();
+    let limited = app.post("/api/v1/logs", &json!(five)).await;
     let retry_after: u64 = limited.headers()["retry-after"]
         .to_str()
         .unwrap()
         .parse()
         .unwrap();
-    assert!((1..=2).contains(&retry_after), "{retry_after}");
-    let (status, _) = error_of(limited).await;
+    assert!((1..=3).contains(&retry_after), "{retry_after}");
+    let (status, body) = error_of(limited).await;
     assert_eq!(status, 429);
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("nothing of these 5 events was stored"),
+        "{message}"
+    );
+    assert_eq!(
+        app.store.pending_event_count().await.unwrap(),
+        7,
+        "nothing half-stored"
+    );
+    // 3 still fit; a single request above the whole burst can never pass: 413, not 429.
+    let three: Vec<_> = (0..3).map(|i| event(&format!("c{i}"))).collect();
+    assert_eq!(app.post("/api/v1/logs", &json!(three)).await.status(), 202);
+    let eleven: Vec<_> = (0..11).map(|i| event(&format!("d{i}"))).collect();
+    let (status, body) = error_of(app.post("/api/v1/logs", &json!(eleven)).await).await;
+    assert_eq!(status, 413, "{body}");
+    // Another key has its own budget.
     let other = app
         .post_raw(
             "/api/v1/log",
@@ -209,6 +225,44 @@ async fn a_key_over_its_rate_gets_429_with_retry_after_and_others_are_unaffected
         )
         .await;
     assert_eq!(other.status(), 202);
+    assert_eq!(app.store.pending_event_count().await.unwrap(), 11);
+}
+
+#[tokio::test]
+async fn one_address_is_limited_by_requests_before_its_key_is_even_checked() {
+    let app = TestApp::spawn_with(|c| {
+        c.rate_limit_address_rps = 1;
+        c.rate_limit_address_burst = 2;
+        c.trusted_proxy_hops = 1;
+    })
+    .await;
+    let from = |address: &'static str, key: &'static str| {
+        let request = app
+            .client
+            .post(app.url("/api/v1/log"))
+            .header("content-type", "application/json")
+            .header("x-api-key", key)
+            .header("x-forwarded-for", format!("6.6.6.6, {address}"))
+            .json(&event("u"));
+        async move { request.send().await.unwrap() }
+    };
+    let acme = crate::helpers::ACME_KEY;
+    assert_eq!(from("1.1.1.1", acme).await.status(), 202);
+    assert_eq!(from("1.1.1.1", "wrong-key").await.status(), 401);
+    let limited = from("1.1.1.1", acme).await;
+    assert!(limited.headers().contains_key("retry-after"));
+    let (status, body) = error_of(limited).await;
+    assert_eq!(status, 429);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("too many requests from this address"),
+        "{body}"
+    );
+    // Unknown keys count too, and another address (the same key) is not affected.
+    assert_eq!(from("2.2.2.2", acme).await.status(), 202);
+    assert_eq!(app.store.pending_event_count().await.unwrap(), 2);
 }
 
 #[tokio::test]
@@ -259,7 +313,6 @@ async fn other_methods_on_known_paths_get_405_with_allow() {
         (reqwest::Method::TRACE, "/health", "GET"),
         (reqwest::Method::POST, "/livez", "GET"),
         (reqwest::Method::PATCH, "/readyz", "GET"),
-        (reqwest::Method::POST, "/metrics", "GET"),
     ] {
         let response = app
             .client
