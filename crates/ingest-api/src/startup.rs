@@ -179,7 +179,7 @@ impl Application {
             address_burst: config.rate_limit_address_burst,
             trusted_proxy_hops: config.trusted_proxy_hops,
         }));
-        let (health, upkeep) = crate::ops::start_upkeep(
+        let (health, upkeep) = crate::health::start_upkeep(
             store.clone(),
             rate_limits.clone(),
             config.health_interval,

@@ -9,7 +9,7 @@ use interaction_runtime::PrometheusHandle;
 
 use crate::auth::{ApiKeys, RateLimits};
 use crate::batcher::Batcher;
-use crate::ops::HealthView;
+use crate::health::HealthView;
 
 /// Shared, read-mostly state of the HTTP API.
 pub struct AppState {
