@@ -74,6 +74,7 @@ start forwarder "$bin/forwarder"
 port_of() { echo "${1##*:}"; }
 ingest_port=$(port_of "${INGEST_ADDR:-0.0.0.0:8080}")
 admin_port=$(port_of "${FORWARDER_ADMIN_ADDR:-0.0.0.0:8081}")
+ingest_admin_port=$(port_of "${INGEST_ADMIN_ADDR:-0.0.0.0:8082}")
 mock_port=$(port_of "${NCANTO_MOCK_ADDR:-127.0.0.1:8090}")
 
 ready() { curl -fsS -o /dev/null "$1" 2>/dev/null; }
@@ -101,16 +102,16 @@ cat >&2 <<TXT
     API           http://127.0.0.1:$ingest_port/api/v1/logs
     API docs      http://127.0.0.1:$ingest_port/docs
     health        http://127.0.0.1:$ingest_port/health
+    metrics       http://127.0.0.1:$ingest_admin_port/metrics
     forwarder     http://127.0.0.1:$admin_port/health
     Ncanto (mock) http://127.0.0.1:$mock_port/stats
 
-  Send the spec's batch example (paste all seven lines):
+  Send the client documentation's batch example as it is written (paste all six lines):
 
-NOW=\$(date -u +%Y-%m-%dT%H:%M:%SZ)
 curl -s http://127.0.0.1:$ingest_port/api/v1/logs -H 'Content-Type: application/json' -H 'X-API-Key: $key' --data-binary @- <<EOF
-[{"timestamp": "\$NOW", "subscriber": "citizen_user_12345", "assetId": "citizen_article_67890",
+[{"timestamp": "2025-07-09T09:30:00Z", "subscriber": "citizen_user_12345", "assetId": "citizen_article_67890",
   "interaction": "select", "ratingEquivalent": 0.25, "setting": {"device": "web"}},
- {"timestamp": "\$NOW", "subscriber": "citizen_user_12345", "assetId": "citizen_article_67890",
+ {"timestamp": "2025-07-09T09:31:00Z", "subscriber": "citizen_user_12345", "assetId": "citizen_article_67890",
   "interaction": "share", "ratingEquivalent": 0.75, "setting": {"device": "web"}}]
 EOF
 

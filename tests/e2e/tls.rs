@@ -97,7 +97,11 @@ async fn tls_events_reach_ncanto_over_amqps_and_no_secret_is_ever_printed() {
             &env_with(
                 &ingest_env,
                 &[],
-                &[("AMQP_CA_FILE", missing), ("INGEST_ADDR", "127.0.0.1:0")],
+                &[
+                    ("AMQP_CA_FILE", missing),
+                    ("INGEST_ADDR", "127.0.0.1:0"),
+                    ("INGEST_ADMIN_ADDR", "127.0.0.1:0"),
+                ],
             ),
         )
         .await;

@@ -75,7 +75,7 @@ pub enum Endpoint {
         item is reported by index. Also served at `/interact/batch`. The body may be gzip-compressed \
         (`Content-Encoding: gzip`). A `sentAt` (in the body or the `X-Sent-At` header: the device clock \
         when the request was sent) corrects the timestamps of a device whose clock is wrong.",
-    params(("X-Sent-At" = Option<String>, Header, description = "The device clock when the request was sent (RFC 3339); not together with a body `sentAt`")),
+    params(("X-Sent-At" = Option<String>, Header, format = DateTime, description = "The device clock when the request was sent (RFC 3339); not together with a body `sentAt`")),
     request_body(content = crate::schema::BatchBody, content_type = "application/json"),
     responses(
         (status = 202, description = "Stored; invalid items listed in `errors`", body = Accepted),
@@ -104,7 +104,7 @@ pub async fn logs(
     summary = "Send one event",
     description = "Stores one interaction event. Also served at `/interact`. An `X-Sent-At` header \
         (or the event's own `sentAt`) corrects its timestamp if the device clock is wrong.",
-    params(("X-Sent-At" = Option<String>, Header, description = "The device clock when the request was sent (RFC 3339)")),
+    params(("X-Sent-At" = Option<String>, Header, format = DateTime, description = "The device clock when the request was sent (RFC 3339)")),
     request_body(content = crate::schema::InteractionInput, content_type = "application/json"),
     responses(
         (status = 202, description = "Stored", body = Accepted),
