@@ -73,7 +73,10 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
             if args.dry_run {
-                println!("would replay {} events", report.total);
+                println!(
+                    "would replay {} events; each page is read as {}",
+                    report.total, report.plan
+                );
             } else {
                 println!(
                     "replayed {} of {} events; {} refused{}",
@@ -99,8 +102,14 @@ async fn main() -> anyhow::Result<()> {
                 let n = forwarder::purge::count(&store, args.older_than).await?;
                 println!("would delete {n} forwarded events");
             } else {
-                let total =
-                    forwarder::purge::purge(&store, args.older_than, config.purge_batch).await?;
+                let Some(total) =
+                    forwarder::purge::purge(&store, args.older_than, config.purge_batch).await?
+                else {
+                    anyhow::bail!(
+                        "another forwarder is applying retention right now (it holds the \
+                         retention lock); nothing was deleted — run this again when it is done"
+                    );
+                };
                 println!(
                     "deleted {} events and {} chunks",
                     total.events, total.chunks

@@ -1,14 +1,24 @@
 //! Retention: deleting forwarded events older than a cutoff, in small batches so a purge never
-//! holds long locks or floods the WAL. Events of failed or unfinished chunks are kept.
+//! holds long locks or floods the WAL. Events of failed or unfinished chunks are kept. One
+//! replica purges at a time (a PostgreSQL advisory lock, [`RETENTION_LOCK`]): the others skip
+//! their round rather than delete beside it, fighting over the same rows.
 
 use std::time::Duration;
 
-use interaction_store::{Purged, Store, StoreError};
+use interaction_store::{Purged, RETENTION_LOCK, Store, StoreError};
 use tokio::sync::watch;
 
 /// Deletes every forwarded event received more than `older_than` ago, `batch` rows per
-/// statement; logs progress. Returns the totals.
-pub async fn purge(store: &Store, older_than: Duration, batch: i64) -> Result<Purged, StoreError> {
+/// statement; logs progress. Returns the totals, or `None` without deleting anything when
+/// another process holds the retention lock (it is purging now).
+pub async fn purge(
+    store: &Store,
+    older_than: Duration,
+    batch: i64,
+) -> Result<Option<Purged>, StoreError> {
+    let Some(_lock) = store.try_lock(RETENTION_LOCK).await? else {
+        return Ok(None);
+    };
     let cutoff = chrono::Utc::now() - chrono::TimeDelta::from_std(older_than).unwrap_or_default();
     let mut total = Purged::default();
     loop {
@@ -25,7 +35,7 @@ pub async fn purge(store: &Store, older_than: Duration, batch: i64) -> Result<Pu
         );
     }
     metrics::counter!("forwarder_purged_events_total").increment(total.events.max(0) as u64);
-    Ok(total)
+    Ok(Some(total))
 }
 
 /// What `purge --dry-run` reports: the events that would go.
@@ -44,14 +54,15 @@ pub async fn periodic(
 ) {
     loop {
         match purge(&store, older_than, batch).await {
-            Ok(total) if total.events > 0 => {
+            Ok(Some(total)) if total.events > 0 => {
                 log::info!(
                     "purge: deleted {} events, {} chunks",
                     total.events,
                     total.chunks
                 )
             }
-            Ok(_) => {}
+            Ok(Some(_)) => {}
+            Ok(None) => log::info!("purge: another replica is applying retention; skipped"),
             Err(error) => log::warn!("purge failed: {error}"),
         }
         tokio::select! {

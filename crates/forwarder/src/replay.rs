@@ -1,7 +1,8 @@
 //! `forwarder replay`: sends a tenant's stored events to Ncanto again, for when Ncanto lost
-//! data. Reads PostgreSQL page by page (by row id, so it resumes cleanly and never skips: an
-//! interrupted replay names the `--after-id` to resume from, the last row of the last batch
-//! Ncanto settled),
+//! data. Reads PostgreSQL page by page, in arrival order (each page one range of the
+//! `events_tenant_received` index; the plan is printed first), resuming cleanly and never
+//! skipping: an interrupted replay names the `--after-id` to resume from, the last row of the
+//! last batch Ncanto settled,
 //! sends through the same client and retry policy as the consumer, optionally rate-limited,
 //! with a progress display. Nothing in the database changes.
 
@@ -30,6 +31,8 @@ pub struct ReplayReport {
     pub refused: u64,
     /// The first refusal's reason.
     pub first_refusal: Option<String>,
+    /// How PostgreSQL reads each page (printed before the replay starts).
+    pub plan: String,
 }
 
 /// The window and pace of a replay.
@@ -57,6 +60,13 @@ pub async fn replay(
     policy: &RetryPolicy,
     request: &ReplayRequest,
 ) -> anyhow::Result<ReplayReport> {
+    // Before anything long: how each page will be read, so a plan that scans the whole table
+    // is seen (and the replay stopped) at once.
+    let plan = store
+        .replay_plan(&request.tenant, request.since, request.until, PAGE)
+        .await?
+        .to_string();
+    log::info!("replay: each page of {PAGE} is read as {plan}");
     let total = store
         .count_received(
             &request.tenant,
@@ -67,6 +77,7 @@ pub async fn replay(
         .await?;
     let mut report = ReplayReport {
         total: total.max(0) as u64,
+        plan,
         ..ReplayReport::default()
     };
     if request.dry_run || total == 0 {

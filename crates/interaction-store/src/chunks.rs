@@ -361,7 +361,7 @@ async fn load_events(
 }
 
 /// One stored event row, as read back.
-#[derive(Debug, Clone, PartialEq, diesel::Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, diesel::Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = events, check_for_backend(diesel::pg::Pg))]
 pub struct StoredEvent {
     /// Row id.

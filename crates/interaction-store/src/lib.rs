@@ -48,7 +48,7 @@ pub use chunks::{
     UnreadableChunk, estimated_bytes, estimated_chunk_bytes,
 };
 pub use connect::{ConnectOptions, Connector, SslMode};
-pub use delivery::{FailureRow, Purged};
+pub use delivery::{FailureRow, Purged, QueryPlan};
 pub use error::StoreError;
 pub use parts::{ChunkParts, Failure, PartOutcome};
 pub use state::{ChunkState, UnknownChunkState};
@@ -56,6 +56,25 @@ pub use trace::{EventStatus, EventTrace, RecordedFailure, TenantCounts};
 
 /// Key of the PostgreSQL advisory lock held while migrating ("ILOG" in ASCII).
 const MIGRATION_LOCK: i64 = 0x494C_4F47;
+
+/// Key of the PostgreSQL advisory lock held while applying retention ("ILPG" in ASCII): one
+/// replica purges at a time; the others skip their round instead of deleting beside it.
+pub const RETENTION_LOCK: i64 = 0x494C_5047;
+
+/// A session-level advisory lock, held by a connection of its own for as long as this value
+/// lives. Dropping it closes that connection (it never goes back to the pool), which releases
+/// the lock in PostgreSQL even if the process dies mid-way: nothing to forget to unlock.
+pub struct HeldLock {
+    conn: Option<Connection>,
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(Object::take(conn));
+        }
+    }
+}
 
 /// How much longer than `statement_timeout` the client waits before it gives a statement
 /// up: the server's own cancellation comes first and leaves the connection usable; the
@@ -189,16 +208,52 @@ impl Store {
             // ingest-api and forwarder both migrate at start-up, many replicas at once: the
             // lock makes them take turns (the later ones find nothing left to do). It is held
             // by this connection and released with it, even if a migration fails.
-            diesel::RunQueryDsl::execute(
-                diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")),
+            // Polled with short statements, never waited for inside one: a migration that
+            // builds an index CONCURRENTLY waits for every open transaction to end, so one
+            // replica blocked in `pg_advisory_lock` would deadlock with the one migrating.
+            #[derive(diesel::QueryableByName)]
+            struct Locked {
+                #[diesel(sql_type = diesel::sql_types::Bool)]
+                locked: bool,
+            }
+            while !diesel::RunQueryDsl::get_result::<Locked>(
+                diesel::sql_query(format!(
+                    "SELECT pg_try_advisory_lock({MIGRATION_LOCK}) AS locked"
+                )),
                 &mut conn,
-            )?;
+            )?
+            .locked
+            {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
             conn.run_pending_migrations(MIGRATIONS)
                 .map(|versions| versions.iter().map(ToString::to_string).collect())
                 .map_err(|e| StoreError::Migration(e.to_string()))
         })
         .await
         .map_err(|e| StoreError::Migration(format!("migration task failed: {e}")))?
+    }
+
+    /// Takes the advisory lock `key` if no other session holds it: `None` when one does.
+    pub async fn try_lock(&self, key: i64) -> Result<Option<HeldLock>, StoreError> {
+        #[derive(diesel::QueryableByName)]
+        struct Locked {
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            locked: bool,
+        }
+        let mut conn = self.pool.get().await.map_err(StoreError::from_pool)?;
+        let query = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS locked")
+            .bind::<diesel::sql_types::BigInt, _>(key)
+            .get_result::<Locked>(&mut conn);
+        match tokio::time::timeout(self.deadline, query).await {
+            Ok(Ok(Locked { locked: true })) => Ok(Some(HeldLock { conn: Some(conn) })),
+            Ok(Ok(Locked { locked: false })) => Ok(None),
+            Ok(Err(error)) => Err(error.into()),
+            Err(_) => {
+                drop(Object::take(conn));
+                Err(StoreError::NoAnswer(self.deadline))
+            }
+        }
     }
 
     /// Checks that the database answers.

@@ -1014,6 +1014,74 @@ async fn received_events_page_by_tenant_and_time() {
 }
 
 #[tokio::test]
+async fn a_replay_page_is_one_range_of_its_index_and_resumes_after_any_row() {
+    let (db, store) = TestDatabase::migrated().await;
+    let since = chrono::Utc::now() - chrono::TimeDelta::seconds(1);
+    // 20 tenants of 1,000 events, written in turns: a tenant's rows are spread over the table.
+    for round in 0..4 {
+        for tenant in 0..20 {
+            let events: Vec<Event> = (0..250).map(|n| event(round * 250 + n, None)).collect();
+            store
+                .insert_chunks(&[(&format!("t{tenant}"), events.iter().collect())])
+                .await
+                .unwrap();
+        }
+    }
+    db.execute("ANALYZE events").await;
+    let until = chrono::Utc::now() + chrono::TimeDelta::seconds(1);
+    // Pages much smaller than the tenant's range, as on a large store: read in index order,
+    // never gathered and sorted.
+    let plan = store.replay_plan("t3", since, until, 50).await.unwrap();
+    assert_eq!(
+        plan.index.as_deref(),
+        Some("events_tenant_received"),
+        "{plan}"
+    );
+    assert!(
+        !plan.nodes.iter().any(|n| n == "Sort" || n == "Seq Scan"),
+        "{plan}"
+    );
+    assert!(
+        plan.to_string().contains("using events_tenant_received"),
+        "{plan}"
+    );
+    // Paging by (received_at, id) from any row: every event of the tenant once, in order.
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store
+            .received_page("t3", since, until, after, 300)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        seen.extend(page.iter().map(|r| (r.received_at, r.id)));
+    }
+    assert_eq!(seen.len(), 1000);
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "strictly in replay order"
+    );
+    assert_eq!(
+        store.count_received("t3", since, until, 0).await.unwrap(),
+        1000
+    );
+    assert_eq!(
+        store
+            .count_received("t3", since, until, seen[399].1)
+            .await
+            .unwrap(),
+        600,
+        "a resumed count starts after the row named"
+    );
+    let error = store
+        .received_page("t3", since, until, i64::MAX, 10)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("no event row"), "{error}");
+}
+
+#[tokio::test]
 async fn retention_deletes_only_old_forwarded_events_and_their_chunks() {
     let (_db, store) = TestDatabase::migrated().await;
     let ids: Vec<i64> = {
@@ -1322,7 +1390,7 @@ async fn trace_lookups_can_use_their_indexes() {
     ] {
         diesel::sql_query(setup).execute(&mut conn).await.unwrap();
     }
-    for (n, (name, statement, index)) in interaction_store::testing::trace_statements()
+    for (n, (name, statement, indexes)) in interaction_store::testing::trace_statements()
         .into_iter()
         .enumerate()
     {
@@ -1346,7 +1414,10 @@ async fn trace_lookups_can_use_their_indexes() {
             .map(|l| l.line)
             .collect::<Vec<_>>()
             .join("\n");
-        assert!(plan.contains(index), "{name} does not use {index}:\n{plan}");
+        assert!(
+            indexes.iter().any(|index| plan.contains(index)),
+            "{name} uses none of {indexes:?}:\n{plan}"
+        );
         assert!(
             !plan.contains("Seq Scan on events"),
             "{name} reads the whole events table:\n{plan}"

@@ -91,6 +91,10 @@ async fn replay_sends_a_tenants_stored_events_again_and_a_dry_run_only_counts() 
         .await
         .unwrap();
     assert_eq!((dry.total, dry.sent), (30, 0));
+    // The plan of a page is reported (on a table this small PostgreSQL may read it whole;
+    // the store's tests check the index on a larger one).
+    assert!(dry.plan.starts_with("Limit"), "{}", dry.plan);
+    assert!(dry.plan.contains("rows per page"), "{}", dry.plan);
     assert_eq!(harness.mock.stats().received, 0);
     let report = forwarder::replay::replay(store, &client, &policy, &request(false))
         .await
@@ -246,9 +250,37 @@ async fn purge_deletes_only_forwarded_events_past_the_cutoff() {
             .unwrap(),
         0
     );
-    let purged = forwarder::purge::purge(&harness.store, Duration::from_millis(10), 2)
+    // While another process holds the retention lock, a purge deletes nothing and says so.
+    let other = harness
+        .store
+        .try_lock(interaction_store::RETENTION_LOCK)
+        .await
+        .unwrap()
+        .expect("nobody holds the retention lock yet");
+    let skipped = forwarder::purge::purge(&harness.store, Duration::from_millis(10), 2)
         .await
         .unwrap();
+    assert_eq!(skipped, None, "another replica is purging");
+    assert_eq!(
+        forwarder::purge::count(&harness.store, Duration::from_millis(10))
+            .await
+            .unwrap(),
+        5,
+        "nothing deleted beside it"
+    );
+    drop(other);
+    // Once it lets go (its connection closes), this one purges.
+    let purged = harness
+        .wait_for(
+            "the retention lock to be free",
+            Duration::from_secs(10),
+            async || {
+                forwarder::purge::purge(&harness.store, Duration::from_millis(10), 2)
+                    .await
+                    .unwrap()
+            },
+        )
+        .await;
     assert_eq!((purged.events, purged.chunks), (5, 1));
     assert_eq!(harness.store.chunk_state(delivered).await.unwrap(), None);
     assert_eq!(harness.store.chunk_events(waiting).await.unwrap().len(), 3);
