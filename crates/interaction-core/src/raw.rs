@@ -40,9 +40,9 @@ impl Kind {
     }
 }
 
-/// Generates the `visit_*` methods of a visitor for every JSON kind except objects, each
-/// answering `$ctor(Kind::X)`; arrays are consumed so the parser can go on after them.
-macro_rules! non_object_visits {
+/// Generates the `visit_*` methods of a visitor for the JSON scalars (null, booleans, numbers,
+/// strings), each answering `$ctor(Kind::X)`.
+macro_rules! scalar_visits {
     ($ctor:expr) => {
         fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
             Ok($ctor(Kind::Bool))
@@ -65,6 +65,14 @@ macro_rules! non_object_visits {
         fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
             Ok($ctor(Kind::Null))
         }
+    };
+}
+
+/// Generates the `visit_*` methods of a visitor for every JSON kind except objects, each
+/// answering `$ctor(Kind::X)`; arrays are consumed so the parser can go on after them.
+macro_rules! non_object_visits {
+    ($ctor:expr) => {
+        scalar_visits!($ctor);
         fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
             while seq.next_element::<IgnoredAny>()?.is_some() {}
             Ok($ctor(Kind::Array))
@@ -306,27 +314,7 @@ impl<'de> Visitor<'de> for BatchSeed {
         f.write_str("an array of interaction objects")
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(RawBatch::NotArray(Kind::Bool))
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(RawBatch::NotArray(Kind::Number))
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(RawBatch::NotArray(Kind::Number))
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(RawBatch::NotArray(Kind::Number))
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(RawBatch::NotArray(Kind::String))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(RawBatch::NotArray(Kind::Null))
-    }
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(RawBatch::NotArray(Kind::Null))
-    }
+    scalar_visits!(RawBatch::NotArray);
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(RawBatch::NotArray(Kind::Object))

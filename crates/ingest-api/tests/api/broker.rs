@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::{Proxy, TestApp, database_through};
 use crate::ingest::event;
@@ -50,12 +50,7 @@ async fn with_the_broker_away_events_are_still_accepted_and_the_relay_publishes_
     assert_eq!(response.status(), 202, "the broker is not needed to accept");
     // /health answers from the background check: wait for one that has seen the events.
     let health = app
-        .wait_until("/health to count the events", async || {
-            let response = app.client.get(app.url("/health")).send().await.ok()?;
-            (response.status() == 500).then_some(())?;
-            let health: Value = response.json().await.ok()?;
-            (health["pending_interactions"] == 2).then_some(health)
-        })
+        .health_when(500, |h| h["pending_interactions"] == 2)
         .await;
     assert_eq!(
         (health["rabbitmq"].as_bool(), health["database"].as_bool()),

@@ -146,6 +146,21 @@ impl TestApp {
         self.wait_for_broker_state(true).await;
     }
 
+    /// Waits until `/health` answers `status` with a body `accept` takes, and returns the body
+    /// (it answers from a background check, so a change shows after a moment).
+    pub(crate) async fn health_when(&self, status: u16, accept: impl Fn(&Value) -> bool) -> Value {
+        self.wait_until(
+            &format!("/health to answer {status} as expected"),
+            async || {
+                let response = self.client.get(self.url("/health")).send().await.ok()?;
+                (response.status() == status).then_some(())?;
+                let health: Value = response.json().await.ok()?;
+                accept(&health).then_some(health)
+            },
+        )
+        .await
+    }
+
     /// Waits until /health reports the broker connection as `up`.
     pub(crate) async fn wait_for_broker_state(&self, up: bool) {
         self.wait_until("the broker connection state", async || {

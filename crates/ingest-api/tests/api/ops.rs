@@ -15,12 +15,7 @@ async fn health_reports_ok_with_the_spec_fields_when_everything_is_up() {
     // /health answers from the background check (every 100 ms here): wait for one that
     // has seen the event.
     let health = app
-        .wait_until("/health to count the stored event", async || {
-            let response = app.client.get(app.url("/health")).send().await.ok()?;
-            (response.status() == 200).then_some(())?;
-            let health: Value = response.json().await.ok()?;
-            (health["pending_interactions"] == 1).then_some(health)
-        })
+        .health_when(200, |h| h["pending_interactions"] == 1)
         .await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["rabbitmq"], true);
@@ -87,14 +82,7 @@ async fn with_the_database_away_ingest_answers_503_and_health_says_so() {
         "{body}"
     );
 
-    let health = app
-        .wait_until("/health to see the database away", async || {
-            let response = app.client.get(app.url("/health")).send().await.ok()?;
-            (response.status() == 500).then_some(())?;
-            let health: Value = response.json().await.ok()?;
-            (health["database"] == false).then_some(health)
-        })
-        .await;
+    let health = app.health_when(500, |h| h["database"] == false).await;
     assert_eq!(
         (
             health["database"].as_bool(),
