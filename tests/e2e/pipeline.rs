@@ -429,28 +429,22 @@ impl Pipeline {
         let _ = child.wait();
     }
 
-    /// POSTs JSON to ingest-api.
-    pub(crate) async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+    /// A POST to ingest-api with the JSON content type and the e2e key.
+    fn post_request(&self, path: &str) -> reqwest::RequestBuilder {
         self.client
             .post(format!("{}{path}", self.ingest))
             .header("content-type", "application/json")
             .header("x-api-key", API_KEY)
-            .json(body)
-            .send()
-            .await
-            .unwrap()
+    }
+
+    /// POSTs JSON to ingest-api.
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.post_request(path).json(body).send().await.unwrap()
     }
 
     /// POSTs a body exactly as given (JSON content type) to ingest-api.
     pub(crate) async fn post_text(&self, path: &str, body: &'static str) -> reqwest::Response {
-        self.client
-            .post(format!("{}{path}", self.ingest))
-            .header("content-type", "application/json")
-            .header("x-api-key", API_KEY)
-            .body(body)
-            .send()
-            .await
-            .unwrap()
+        self.post_request(path).body(body).send().await.unwrap()
     }
 
     /// The mock's counters.

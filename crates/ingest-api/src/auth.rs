@@ -180,6 +180,16 @@ impl RateLimits {
         }
     }
 
+    /// Counts a request from its client's address (see [`Self::client_of`]); refuses it
+    /// (429, Retry-After) when the address is over its rate. With the limit off (the default)
+    /// the address is not even read.
+    pub fn check_request(&self, req: &actix_web::HttpRequest) -> Result<(), ApiError> {
+        if self.addresses.is_none() {
+            return Ok(());
+        }
+        self.check_address(self.client_of(req))
+    }
+
     /// Counts a request from `address`; refuses it (429, Retry-After) when the address is
     /// over its rate.
     pub fn check_address(&self, address: Option<IpAddr>) -> Result<(), ApiError> {

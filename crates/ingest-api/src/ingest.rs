@@ -131,9 +131,7 @@ async fn ingest(
     state: web::Data<AppState>,
     endpoint: Endpoint,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .rate_limits
-        .check_address(state.rate_limits.client_of(&req))?;
+    state.rate_limits.check_request(&req)?;
     let (key_index, tenant) = crate::auth::presented_key(&req)
         .and_then(|key| state.keys.lookup(key))
         .ok_or(ApiError::Unauthorized)?;

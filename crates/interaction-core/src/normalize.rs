@@ -882,7 +882,11 @@ fn push(normalizer: &Normalizer<'_>, batch: &mut Batch, index: usize, item: RawI
 
 impl BodySeed<'_, '_> {
     /// A `{"sentAt": …, "batch": [...]}` body: `head` holds the members beside `batch`.
-    fn envelope<E: de::Error>(self, head: RawEvent<'_>, items: RawBatch<'_>) -> Result<Batch, E> {
+    fn envelope<E: de::Error>(
+        self,
+        mut head: RawEvent<'_>,
+        items: RawBatch<'_>,
+    ) -> Result<Batch, E> {
         let mut beside: Vec<String> = head
             .present_fields()
             .into_iter()

@@ -417,26 +417,15 @@ impl<'a> RawEvent<'a> {
         Ok((raw, batch))
     }
 
-    /// The names of the event fields this object has (for "does not belong beside batch").
-    pub(crate) fn present_fields(&self) -> Vec<&'static str> {
-        let slots: [(&'static str, bool); 13] = [
-            ("timestamp", self.timestamp.is_some()),
-            ("subscriber", self.subscriber.is_some()),
-            ("assetId", self.asset_id.is_some()),
-            ("interaction", self.interaction.is_some()),
-            ("action", self.action.is_some()),
-            ("ratingEquivalent", self.rating.is_some()),
-            ("progress", self.progress.is_some()),
-            ("stars", self.stars.is_some()),
-            ("comment", self.comment.is_some()),
-            ("contextId", self.context_id.is_some()),
-            ("eventId", self.event_id.is_some()),
-            ("setting", self.setting.is_some()),
-            ("sentAt", self.sent_at.is_some()),
-        ];
-        slots
-            .into_iter()
-            .filter_map(|(name, present)| present.then_some(name))
+    /// The names of the event fields this object has (for "does not belong beside batch"),
+    /// in the order of [`EVENT_FIELDS`].
+    pub(crate) fn present_fields(&mut self) -> Vec<&'static str> {
+        EVENT_FIELDS
+            .split(", ")
+            .filter(|&field| match field {
+                "setting" => self.setting.is_some(),
+                other => self.slot(other).is_some_and(|value| value.is_some()),
+            })
             .collect()
     }
 }

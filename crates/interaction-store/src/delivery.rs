@@ -51,15 +51,23 @@ struct Count {
 /// The rows of a replay: a tenant's (`$1`), from the cursor (`$2` received at, `$4` row id;
 /// exclusive) to `$3` (received before), in `(received_at, id)` order — the order of the
 /// `events_tenant_received` index, so a page is one range of it, whatever the table's size.
-const REPLAY_WHERE: &str =
-    "WHERE tenant = $1 AND received_at < $3 AND (received_at, id) > ($2, $4)";
+/// A macro, not a const, so that [`REPLAY_PAGE`] and the count share the text with `concat!`.
+macro_rules! replay_where {
+    () => {
+        "WHERE tenant = $1 AND received_at < $3 AND (received_at, id) > ($2, $4)"
+    };
+}
 
-/// A page of [`REPLAY_WHERE`], `$5` rows at most.
-const REPLAY_PAGE: &str = "SELECT id, chunk_id, tenant, event_id, occurred_at, subscriber, \
-     asset_id, interaction, rating, comment, context_id, device, received_at, \
-     original_occurred_at FROM events \
-     WHERE tenant = $1 AND received_at < $3 AND (received_at, id) > ($2, $4) \
-     ORDER BY received_at, id LIMIT $5";
+/// A page of [`replay_where`], `$5` rows at most.
+const REPLAY_PAGE: &str = concat!(
+    "SELECT id, chunk_id, tenant, event_id, occurred_at, subscriber, asset_id, interaction, ",
+    "rating, comment, context_id, device, received_at, original_occurred_at FROM events ",
+    replay_where!(),
+    " ORDER BY received_at, id LIMIT $5"
+);
+
+/// How many rows of [`replay_where`] there are.
+const REPLAY_COUNT: &str = concat!("SELECT count(*) AS n FROM events ", replay_where!());
 
 /// Where a replay resumes: just after row `after_id` (found by its primary key) in
 /// `(received_at, id)` order, or at `since` for 0 or a row from before the window.
@@ -182,16 +190,14 @@ impl Store {
     ) -> Result<i64, StoreError> {
         self.with_connection(async |conn| {
             let (from, after) = replay_cursor(conn, since, after_id).await?;
-            Ok(
-                diesel::sql_query(format!("SELECT count(*) AS n FROM events {REPLAY_WHERE}"))
-                    .bind::<Text, _>(tenant)
-                    .bind::<Timestamptz, _>(from)
-                    .bind::<Timestamptz, _>(until)
-                    .bind::<BigInt, _>(after)
-                    .get_result::<Count>(conn)
-                    .await?
-                    .n,
-            )
+            Ok(diesel::sql_query(REPLAY_COUNT)
+                .bind::<Text, _>(tenant)
+                .bind::<Timestamptz, _>(from)
+                .bind::<Timestamptz, _>(until)
+                .bind::<BigInt, _>(after)
+                .get_result::<Count>(conn)
+                .await?
+                .n)
         })
         .await
     }
