@@ -57,6 +57,11 @@ bench-quick: services ## The same, in about 20 seconds
 	$(CARGO) build --release --locked --bins
 	$(or $(CARGO_TARGET_DIR),target)/release/bench --quick
 
+.PHONY: bench-storage
+bench-storage: services ## The store at 50 million events: ingest, retention, replay, /health, disk (~1 h, ~35 GB disk)
+	$(CARGO) build --release --locked --bins
+	scripts/bench-storage.py --bin-dir $(or $(CARGO_TARGET_DIR),target)/release
+
 .PHONY: run
 run: ## Start PostgreSQL, RabbitMQ, ncanto-mock, ingest-api and forwarder locally (Ctrl-C stops)
 	@scripts/run.sh

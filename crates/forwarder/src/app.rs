@@ -138,15 +138,20 @@ impl Forwarder {
                 stopped.clone(),
             ))
         });
-        let purge = (!config.purge_older_than.is_zero()).then(|| {
-            tokio::spawn(crate::purge::periodic(
-                store,
-                config.purge_older_than,
-                config.purge_interval,
-                config.purge_batch,
-                stopped,
-            ))
-        });
+        let retention = crate::purge::Retention {
+            older_than: config.purge_older_than,
+            dedup_window: config.dedup_window,
+            batch: config.purge_batch,
+        };
+        let purge =
+            (!retention.older_than.is_zero() || !retention.dedup_window.is_zero()).then(|| {
+                tokio::spawn(crate::purge::periodic(
+                    store,
+                    retention,
+                    config.purge_interval,
+                    stopped,
+                ))
+            });
         let admin_port = listener.local_addr()?.port();
         let admin = crate::admin::server(
             listener,

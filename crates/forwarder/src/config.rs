@@ -75,7 +75,8 @@ pub struct ReplayArgs {
     /// Most events per second (0: as fast as Ncanto takes them).
     #[arg(long, default_value_t = 0)]
     pub rate: u32,
-    /// Resume after this event row id, as an interrupted replay says (0: from the start).
+    /// Resume after this event row id among the events received at --since exactly, as an
+    /// interrupted replay says (0: from --since).
     #[arg(long, default_value_t = 0)]
     pub after_id: i64,
 }
@@ -83,10 +84,10 @@ pub struct ReplayArgs {
 /// `forwarder purge`.
 #[derive(Debug, Clone, Args)]
 pub struct PurgeArgs {
-    /// Delete forwarded events received longer ago than this (e.g. 30d).
+    /// Drop the day partitions of events received longer ago than this (e.g. 30d).
     #[arg(long, value_parser = parse_duration)]
     pub older_than: Duration,
-    /// Count what would be deleted, delete nothing.
+    /// List the partitions that would be dropped or kept, change nothing.
     #[arg(long)]
     pub dry_run: bool,
 }
@@ -245,6 +246,12 @@ pub struct Config {
     #[arg(long, env = "PURGE_INTERVAL", default_value = "1h", value_parser = parse_duration)]
     pub purge_interval: Duration,
 
+    /// How long idempotency keys (`eventId`s) are kept: an event sent again within this is a
+    /// duplicate, after it a new event. Applied by the periodic purge and `forwarder purge`.
+    /// At least 7 days (0: keep them forever).
+    #[arg(long, env = "DEDUP_WINDOW", default_value = "7d", value_parser = parse_dedup_window)]
+    pub dedup_window: Duration,
+
     /// Rows deleted per purge statement (keeps locks and WAL bursts small).
     #[arg(long, env = "PURGE_BATCH", default_value_t = 10_000)]
     pub purge_batch: i64,
@@ -277,6 +284,19 @@ impl Config {
             )
         })
     }
+}
+
+/// `DEDUP_WINDOW`: a duration of at least 7 days, or 0 (keep keys forever). Shorter would
+/// let a client's retry after a long offline period (the SDK keeps events for days) store an
+/// event twice.
+fn parse_dedup_window(value: &str) -> Result<Duration, String> {
+    let window = parse_duration(value)?;
+    if !window.is_zero() && window < Duration::from_secs(7 * 86_400) {
+        return Err(format!(
+            "{value} is shorter than 7 days (use 0 to keep keys forever)"
+        ));
+    }
+    Ok(window)
 }
 
 #[cfg(test)]
@@ -346,6 +366,33 @@ mod tests {
         // 10 s x 4 calls + 3 x 2 s of delays = 46 s > 5 s.
         let warning = cli.config.delivery_timeout_warning().unwrap();
         assert!(warning.contains("46s"), "{warning}");
+    }
+
+    #[test]
+    fn the_dedup_window_is_a_week_or_more_or_zero() {
+        let window = |value: &str| {
+            Cli::try_parse_from([
+                "forwarder",
+                "--database-url",
+                "postgres://x/y",
+                "--dedup-window",
+                value,
+            ])
+            .map(|cli| cli.config.dedup_window)
+        };
+        for (value, want) in [
+            ("7d", Some(Duration::from_secs(7 * 86_400))),
+            ("30d", Some(Duration::from_secs(30 * 86_400))),
+            ("0", Some(Duration::ZERO)),
+            ("6d", None),
+            ("1h", None),
+            ("soon", None),
+        ] {
+            assert_eq!(window(value).ok(), want, "{value}");
+        }
+        let default =
+            Cli::try_parse_from(["forwarder", "--database-url", "postgres://x/y"]).unwrap();
+        assert_eq!(default.config.dedup_window, Duration::from_secs(7 * 86_400));
     }
 
     #[test]

@@ -99,21 +99,48 @@ async fn main() -> anyhow::Result<()> {
         Command::Purge(args) => {
             let store = config.connections.store()?;
             if args.dry_run {
-                let n = forwarder::purge::count(&store, args.older_than).await?;
-                println!("would delete {n} forwarded events");
+                let plan = forwarder::purge::plan(&store, args.older_than).await?;
+                if plan.is_empty() {
+                    println!("no partition is old enough to drop");
+                }
+                for (name, rows, unfinished) in plan {
+                    if unfinished > 0 {
+                        println!(
+                            "would keep {name} (~{rows} events): {unfinished} chunks unfinished"
+                        );
+                    } else {
+                        println!("would drop {name} (~{rows} events)");
+                    }
+                }
             } else {
-                let Some(total) =
-                    forwarder::purge::purge(&store, args.older_than, config.purge_batch).await?
-                else {
+                let retention = forwarder::purge::Retention {
+                    older_than: args.older_than,
+                    dedup_window: config.dedup_window,
+                    batch: config.purge_batch,
+                };
+                let Some(total) = forwarder::purge::purge(&store, retention).await? else {
                     anyhow::bail!(
                         "another forwarder is applying retention right now (it holds the \
                          retention lock); nothing was deleted — run this again when it is done"
                     );
                 };
                 println!(
-                    "deleted {} events and {} chunks",
-                    total.events, total.chunks
+                    "dropped {} partitions (~{} events){}, deleted {} chunks, expired {} keys",
+                    total.dropped.len(),
+                    total.events,
+                    if total.dropped.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", total.dropped.join(", "))
+                    },
+                    total.chunks,
+                    total.keys
                 );
+                for (name, unfinished) in total.held {
+                    println!(
+                        "kept {name}: {unfinished} chunks unfinished (0: table busy, next run)"
+                    );
+                }
             }
         }
     }

@@ -1,8 +1,9 @@
 //! `forwarder replay`: sends a tenant's stored events to Ncanto again, for when Ncanto lost
 //! data. Reads PostgreSQL page by page, in arrival order (each page one range of the
-//! `events_tenant_received` index; the plan is printed first), resuming cleanly and never
-//! skipping: an interrupted replay names the `--after-id` to resume from, the last row of the
-//! last batch Ncanto settled,
+//! `(tenant, received_at, id)` index of the day partitions in the window; the plan is printed
+//! first), resuming cleanly and never skipping: an interrupted replay names the `--since` and
+//! `--after-id` to resume from, the arrival time and id of the last row of the last batch
+//! Ncanto settled,
 //! sends through the same client and retry policy as the consumer, optionally rate-limited,
 //! with a progress display. Nothing in the database changes.
 
@@ -48,8 +49,8 @@ pub struct ReplayRequest {
     pub dry_run: bool,
     /// Most events per second; 0 for no limit.
     pub rate: u32,
-    /// Only events with a row id above this (0: from the start of the window): where an
-    /// interrupted replay said to resume.
+    /// Of the events received at `since` exactly, only those with a row id above this (0:
+    /// from the start of the window): where an interrupted replay said to resume.
     pub after_id: i64,
 }
 
@@ -85,16 +86,16 @@ pub async fn replay(
     }
     let mut progress = Progress::new("events", report.total);
     let started = Instant::now();
-    // The last row id whose event — and every one before it — Ncanto has settled: where a
-    // replay interrupted now resumes without skipping or repeating a page.
-    let mut settled_through = request.after_id;
+    // The last row (arrival time, id) whose event — and every one before it — Ncanto has
+    // settled: where a replay interrupted now resumes without skipping or repeating a page.
+    let mut settled_through = (request.since, request.after_id);
     loop {
         let page = store
             .received_page(
                 &request.tenant,
-                request.since,
+                settled_through.0,
                 request.until,
-                settled_through,
+                settled_through.1,
                 PAGE,
             )
             .await?;
@@ -116,13 +117,15 @@ pub async fn replay(
                         report.sent,
                         report.total,
                         request.tenant,
-                        request.since.to_rfc3339(),
-                        request.until.to_rfc3339(),
                         settled_through
+                            .0
+                            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                        request.until.to_rfc3339(),
+                        settled_through.1
                     )
                 })?;
             if let Some(last) = rows.last() {
-                settled_through = last.id;
+                settled_through = (last.received_at, last.id);
             }
             if request.rate > 0 {
                 // Pace to the average rate: sleep until `done` events are due.

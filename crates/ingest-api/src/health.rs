@@ -1,5 +1,5 @@
-//! The background check that `/health` and `/readyz` answer from, and the rate limiters'
-//! upkeep that runs beside it.
+//! The background check that `/health` and `/readyz` answer from, and the upkeep that runs
+//! beside it: the rate limiters' memory, and the day partitions of `events` created ahead.
 //!
 //! `/health` is public and `/readyz` is probed by every load balancer: neither touches the
 //! database per call. One task per instance checks the database every `HEALTH_INTERVAL` and
@@ -19,6 +19,14 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often idle clients are dropped from the rate limiters' memory.
 const FORGET_IDLE_EVERY: Duration = Duration::from_secs(10);
+
+/// How often the partitions of the coming days are made sure of: the next missing one is a
+/// week away (`PARTITION_DAYS_AHEAD`), so hourly is plenty, and costs one short statement
+/// per day ahead.
+const PARTITIONS_EVERY: Duration = Duration::from_secs(3600);
+
+/// After a failed attempt (database down), how soon the partitions are tried again.
+const PARTITIONS_RETRY: Duration = Duration::from_secs(60);
 
 /// What the last background check saw.
 #[derive(Debug, Clone, Copy, Default)]
@@ -47,8 +55,10 @@ impl HealthView {
     }
 }
 
-/// Starts the background upkeep: the database check every `interval` (the first at once) and
-/// forgetting idle clients of the rate limiters. Stops when `stop` turns true.
+/// Starts the background upkeep: the database check every `interval` (the first at once),
+/// forgetting idle clients of the rate limiters, and — in a task of its own, so a slow DDL
+/// lock never makes the health result stale — creating the coming days' partitions of
+/// `events` every [`PARTITIONS_EVERY`]. Stops when `stop` turns true.
 pub fn start_upkeep(
     store: Store,
     rate_limits: Arc<RateLimits>,
@@ -61,7 +71,8 @@ pub fn start_upkeep(
         checked,
         max_age: interval * 3 + CHECK_TIMEOUT,
     };
-    let task = tokio::spawn(async move {
+    let partitions = tokio::spawn(partition_upkeep(store.clone(), stop.clone()));
+    let checks = tokio::spawn(async move {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_forget = Instant::now();
@@ -88,7 +99,38 @@ pub fn start_upkeep(
             }
         }
     });
+    let task = tokio::spawn(async move {
+        let _ = tokio::join!(checks, partitions);
+    });
     (view, task)
+}
+
+/// Makes sure the partitions of today and the days ahead exist, now and every
+/// [`PARTITIONS_EVERY`] (every [`PARTITIONS_RETRY`] while the database fails), until `stop`.
+async fn partition_upkeep(store: Store, mut stop: watch::Receiver<bool>) {
+    loop {
+        let wait = match store
+            .ensure_partitions(chrono::Utc::now().date_naive())
+            .await
+        {
+            Ok(upkeep) => {
+                if !upkeep.created.is_empty() {
+                    log::info!("partitions created: {}", upkeep.created.join(", "));
+                }
+                interaction_store::warn_blocked(&upkeep);
+                metrics::gauge!("ingest_partition_days_blocked").set(upkeep.blocked.len() as f64);
+                PARTITIONS_EVERY
+            }
+            Err(error) => {
+                log::warn!("partition upkeep failed (retrying in a minute): {error}");
+                PARTITIONS_RETRY
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 fn forget_idle(limits: &RateLimits) {

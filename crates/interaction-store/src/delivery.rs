@@ -1,13 +1,11 @@
 //! What the forwarder reads back: the failures recorded (written with the parts of a chunk,
-//! see [`crate::Store::record_outcome`]), stored events for replay, and the deleting of
-//! forwarded events for retention.
+//! see [`crate::Store::record_outcome`]), and stored events for replay.
 
 use chrono::{DateTime, Utc};
+use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamptz};
-use diesel::{OptionalExtension, QueryDsl, QueryableByName};
 use diesel_async::RunQueryDsl;
 
-use crate::schema::events;
 use crate::{Store, StoreError, StoredEvent};
 
 /// A recorded failure, as read back.
@@ -31,15 +29,6 @@ pub struct FailureRow {
     /// Ncanto's status.
     #[diesel(sql_type = Nullable<Integer>)]
     pub status: Option<i32>,
-}
-
-/// What one retention pass deleted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Purged {
-    /// Event rows.
-    pub events: i64,
-    /// Chunk rows (emptied by earlier batches).
-    pub chunks: i64,
 }
 
 #[derive(QueryableByName)]
@@ -68,32 +57,6 @@ const REPLAY_PAGE: &str = concat!(
 
 /// How many rows of [`replay_where`] there are.
 const REPLAY_COUNT: &str = concat!("SELECT count(*) AS n FROM events ", replay_where!());
-
-/// Where a replay resumes: just after row `after_id` (found by its primary key) in
-/// `(received_at, id)` order, or at `since` for 0 or a row from before the window.
-async fn replay_cursor(
-    conn: &mut crate::Connection,
-    since: DateTime<Utc>,
-    after_id: i64,
-) -> Result<(DateTime<Utc>, i64), StoreError> {
-    if after_id <= 0 {
-        return Ok((since, 0));
-    }
-    let received: Option<DateTime<Utc>> = events::table
-        .find(after_id)
-        .select(events::received_at)
-        .first(conn)
-        .await
-        .optional()?;
-    match received {
-        Some(at) if at >= since => Ok((at, after_id)),
-        Some(_) => Ok((since, 0)),
-        None => Err(StoreError::Corrupt(format!(
-            "no event row {after_id} to resume after (purged since?); resume with a later \
-             --since instead"
-        ))),
-    }
-}
 
 #[derive(QueryableByName)]
 struct Explained {
@@ -180,7 +143,8 @@ impl Store {
     }
 
     /// How many of a tenant's events arrived in `[since, until)`, after the row `after_id`
-    /// in replay order (0: from `since`).
+    /// of those that arrived at `since` exactly (0: from `since`) — the cursor a replay keeps:
+    /// the arrival time and id of the last row it settled.
     pub async fn count_received(
         &self,
         tenant: &str,
@@ -189,12 +153,11 @@ impl Store {
         after_id: i64,
     ) -> Result<i64, StoreError> {
         self.with_connection(async |conn| {
-            let (from, after) = replay_cursor(conn, since, after_id).await?;
             Ok(diesel::sql_query(REPLAY_COUNT)
                 .bind::<Text, _>(tenant)
-                .bind::<Timestamptz, _>(from)
+                .bind::<Timestamptz, _>(since)
                 .bind::<Timestamptz, _>(until)
-                .bind::<BigInt, _>(after)
+                .bind::<BigInt, _>(after_id)
                 .get_result::<Count>(conn)
                 .await?
                 .n)
@@ -203,8 +166,10 @@ impl Store {
     }
 
     /// Up to `limit` of a tenant's events that arrived in `[since, until)`, after the row
-    /// `after_id` (0: from `since`), in replay order — by arrival, then row id: page through
-    /// with the last id seen. Each page is one range of the `events_tenant_received` index.
+    /// `after_id` of those that arrived at `since` (0: from `since`), in replay order — by
+    /// arrival, then row id: page through with the last row's `received_at` as `since` and its
+    /// id as `after_id`. Each page is one range of the replay index (`(tenant, received_at,
+    /// id)`) of the partitions the window overlaps, merged in order.
     pub async fn received_page(
         &self,
         tenant: &str,
@@ -214,12 +179,11 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         self.with_connection(async |conn| {
-            let (from, after) = replay_cursor(conn, since, after_id).await?;
             Ok(diesel::sql_query(REPLAY_PAGE)
                 .bind::<Text, _>(tenant)
-                .bind::<Timestamptz, _>(from)
+                .bind::<Timestamptz, _>(since)
                 .bind::<Timestamptz, _>(until)
-                .bind::<BigInt, _>(after)
+                .bind::<BigInt, _>(after_id)
                 .bind::<BigInt, _>(limit)
                 .load(conn)
                 .await?)
@@ -247,63 +211,6 @@ impl Store {
                 .get_result::<Explained>(conn)
                 .await?;
             QueryPlan::from_json(&explained.plan)
-        })
-        .await
-    }
-
-    /// How many events [`Self::purge_forwarded`] would delete for `cutoff`.
-    pub async fn count_purgeable(&self, cutoff: DateTime<Utc>) -> Result<i64, StoreError> {
-        self.with_connection(async |conn| {
-            Ok(diesel::sql_query(
-                "SELECT count(*) AS n FROM events e JOIN chunks c ON c.id = e.chunk_id
-                 WHERE e.received_at < $1 AND c.state = 'forwarded'",
-            )
-            .bind::<Timestamptz, _>(cutoff)
-            .get_result::<Count>(conn)
-            .await?
-            .n)
-        })
-        .await
-    }
-
-    /// Deletes up to `batch` events that arrived before `cutoff` and whose chunk was forwarded,
-    /// then up to `batch` forwarded chunks created before `cutoff` that no longer have events.
-    /// Events of failed or unfinished chunks are never deleted. Call until nothing is left.
-    pub async fn purge_forwarded(
-        &self,
-        cutoff: DateTime<Utc>,
-        batch: i64,
-    ) -> Result<Purged, StoreError> {
-        self.with_connection(async |conn| {
-            let events = diesel::sql_query(
-                "WITH doomed AS (
-                     SELECT e.id FROM events e JOIN chunks c ON c.id = e.chunk_id
-                     WHERE e.received_at < $1 AND c.state = 'forwarded'
-                     LIMIT $2
-                 ), gone AS (DELETE FROM events WHERE id IN (SELECT id FROM doomed) RETURNING 1)
-                 SELECT count(*) AS n FROM gone",
-            )
-            .bind::<Timestamptz, _>(cutoff)
-            .bind::<BigInt, _>(batch)
-            .get_result::<Count>(conn)
-            .await?
-            .n;
-            let chunks = diesel::sql_query(
-                "WITH doomed AS (
-                     SELECT c.id FROM chunks c
-                     WHERE c.state = 'forwarded' AND c.created_at < $1
-                       AND NOT EXISTS (SELECT 1 FROM events e WHERE e.chunk_id = c.id)
-                     ORDER BY c.created_at
-                     LIMIT $2
-                 ), gone AS (DELETE FROM chunks WHERE id IN (SELECT id FROM doomed) RETURNING 1)
-                 SELECT count(*) AS n FROM gone",
-            )
-            .bind::<Timestamptz, _>(cutoff)
-            .bind::<BigInt, _>(batch)
-            .get_result::<Count>(conn)
-            .await?
-            .n;
-            Ok(Purged { events, chunks })
         })
         .await
     }

@@ -34,5 +34,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    event_keys (tenant, event_id) {
+        tenant -> Text,
+        event_id -> Text,
+        chunk_id -> BigInt,
+        received_at -> Timestamptz,
+    }
+}
+
 // `event_failures` (JSONB) is written and read with SQL in `delivery.rs`.
-diesel::allow_tables_to_appear_in_same_query!(chunks, events);
+diesel::allow_tables_to_appear_in_same_query!(chunks, events, event_keys);

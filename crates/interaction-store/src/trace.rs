@@ -5,35 +5,25 @@
 //! was received, in which chunk), its chunk (state, publish time, the positions delivered and
 //! refused) and its `event_failures` row (reason, Ncanto's status, attempts) — so tracing
 //! costs nothing on the hot path. An event's position in its chunk is not stored: it is
-//! counted (`events_chunk` index, at most one chunk's rows per event traced).
+//! counted (the chunk index of its partition, at most one chunk's rows per event traced).
 //!
 //! **Lookups use indexes that exist for other reasons**; none is added for tracing, because
 //! every index on `events` is paid for by every insert:
-//! - by `eventId`: the unique index `events_tenant_event_id` (tenant, event_id) — one probe.
-//! - by subscriber: a time window is required (and bounded by the caller); the BRIN index
-//!   `events_received_brin` narrows the scan to the block ranges received in the window, and
-//!   tenant and subscriber are filtered there. The cost is that of reading the window's
-//!   events, whoever they belong to: fine for an operator's question about a day (callers
-//!   bound the window), not for a month. Measured on 3 million events over 30 days
-//!   (PostgreSQL 15, 2 cores, after ANALYZE): one hour reads 150 heap blocks in 1.4 ms, one
-//!   day 1,011 blocks in 21 ms, with this plan (a day's adds a parallel Gather Merge):
-//!   ```text
-//!   Nested Loop Left Join                       -- + event_failures_chunk_position
-//!     -> Nested Loop Left Join                  -- + chunks_pkey
-//!          -> Nested Loop                       -- + the position: events_chunk
-//!               -> Limit
-//!                    -> Sort  (received_at, id)
-//!                         -> Bitmap Heap Scan on events
-//!                              Recheck Cond: (received_at >= $3) AND (received_at < $4)
-//!                              Filter: (tenant = $1) AND (subscriber = $2)
-//!                              -> Bitmap Index Scan on events_received_brin
-//!   ```
-//!   BRIN narrows only over block ranges it has summarized, hence `autosummarize` on the
-//!   index (migration `…000030_trace`): without it the ranges filled since the last VACUUM
-//!   (up to a fifth of the table) were read whole. A B-tree on (tenant, subscriber,
-//!   received_at) would make the lookup a probe, at the price of another B-tree maintained
-//!   by every insert into a table meant to take 60,000 events/s: not worth it for an
-//!   operator's question.
+//! - by `eventId`: the idempotency key (`event_keys`, primary key) names the event's chunk and
+//!   arrival time, which picks its partition; there the chunk's rows are one probe of the
+//!   partition's chunk index. Keys live DEDUP_WINDOW: an event older than that (or sent
+//!   without an `eventId`) is found by subscriber and time.
+//! - by subscriber: a time window is required (and bounded by the caller); it picks the day
+//!   partitions it overlaps, and in each a BRIN index on `received_at` narrows the scan to the
+//!   block ranges received in the window; tenant and subscriber are filtered there. The cost
+//!   is that of reading the window's events, whoever they belong to: fine for an operator's
+//!   question about a day (callers bound the window), not for a month. Measured on 3 million
+//!   events over 30 days before partitioning (PostgreSQL 15, 2 cores, after ANALYZE): one
+//!   hour read 150 heap blocks in 1.4 ms, one day 1,011 blocks in 21 ms. BRIN narrows only
+//!   over block ranges it has summarized, hence `autosummarize` (migration `…000030_trace`).
+//!   A B-tree on (tenant, subscriber, received_at) would make the lookup a probe, at the price
+//!   of another B-tree maintained by every insert into a table meant to take 60,000
+//!   events/s: not worth it for an operator's question.
 //!
 //! `tests/store.rs` checks that both lookups can use their index (`EXPLAIN`).
 
@@ -62,7 +52,8 @@ SELECT e.id AS row_id, e.tenant, e.event_id, e.subscriber, e.asset_id, e.interac
        f.reason, f.status, f.failed_at, f.attempts
 FROM found AS e
 CROSS JOIN LATERAL (
-    SELECT count(*)::int4 AS position FROM events AS s WHERE s.chunk_id = e.chunk_id AND s.id < e.id
+    SELECT count(*)::int4 AS position FROM events AS s
+    WHERE s.chunk_id = e.chunk_id AND s.received_at = e.received_at AND s.id < e.id
 ) AS p
 LEFT JOIN chunks AS c ON c.id = e.chunk_id
 LEFT JOIN event_failures AS f
@@ -72,15 +63,19 @@ ORDER BY e.received_at, e.id"
     };
 }
 
-/// A tenant's event by `eventId` (`$1` tenant, `$2` eventId): `events_tenant_event_id`.
+/// A tenant's event by `eventId` (`$1` tenant, `$2` eventId): its key in `event_keys`, then
+/// its chunk's rows in the one partition of its arrival time.
 pub(crate) const TRACE_BY_EVENT_ID: &str = trace_statement!(
-    "SELECT id, tenant, event_id, subscriber, asset_id, interaction, occurred_at, received_at,
-            chunk_id
-     FROM events WHERE tenant = $1 AND event_id = $2"
+    "SELECT e.id, e.tenant, e.event_id, e.subscriber, e.asset_id, e.interaction, e.occurred_at,
+            e.received_at, e.chunk_id
+     FROM event_keys AS k
+     JOIN events AS e ON e.chunk_id = k.chunk_id AND e.received_at = k.received_at
+                     AND e.tenant = k.tenant AND e.event_id = k.event_id
+     WHERE k.tenant = $1 AND k.event_id = $2"
 );
 
 /// A subscriber's events received in `[$3, $4)`, the first `$5` (`$1` tenant, `$2`
-/// subscriber): `events_received_brin` bounds the scan to the window.
+/// subscriber): the window picks partitions, their BRIN indexes bound the scan to it.
 pub(crate) const TRACE_BY_SUBSCRIBER: &str = trace_statement!(
     "SELECT id, tenant, event_id, subscriber, asset_id, interaction, occurred_at, received_at,
             chunk_id
@@ -91,11 +86,11 @@ pub(crate) const TRACE_BY_SUBSCRIBER: &str = trace_statement!(
 );
 
 /// Whether the database holds anything of a tenant (`$1`). The first test is one probe of
-/// `events_tenant_event_id` (tenants that send `eventId`s); the second scans `chunks` until
+/// `event_keys` (tenants that sent `eventId`s within DEDUP_WINDOW); the second scans `chunks` until
 /// it meets one of the tenant's (at once for any active tenant; the whole table, one row per
 /// chunk, for a tenant never seen). Asked only when a trace found nothing.
 const TENANT_KNOWN: &str = "\
-SELECT EXISTS (SELECT 1 FROM events WHERE tenant = $1 AND event_id IS NOT NULL)
+SELECT EXISTS (SELECT 1 FROM event_keys WHERE tenant = $1)
     OR EXISTS (SELECT 1 FROM chunks WHERE tenant = $1) AS known";
 
 /// Events of a multirange of positions (`int4` ranges are canonical `[lower, upper)`).

@@ -1001,8 +1001,9 @@ async fn received_events_page_by_tenant_and_time() {
         .received_page("mine", before, after, 0, 3)
         .await
         .unwrap();
+    let last = first.last().unwrap();
     let rest = store
-        .received_page("mine", before, after, first.last().unwrap().id, 3)
+        .received_page("mine", last.received_at, after, last.id, 3)
         .await
         .unwrap();
     let got: Vec<Event> = first
@@ -1032,29 +1033,30 @@ async fn a_replay_page_is_one_range_of_its_index_and_resumes_after_any_row() {
     // Pages much smaller than the tenant's range, as on a large store: read in index order,
     // never gathered and sorted.
     let plan = store.replay_plan("t3", since, until, 50).await.unwrap();
-    assert_eq!(
-        plan.index.as_deref(),
-        Some("events_tenant_received"),
-        "{plan}"
+    // The window lies in today's partition: one range of its replay index.
+    let index = format!(
+        "events_p{}_tenant_received",
+        chrono::Utc::now().format("%Y%m%d")
     );
+    assert_eq!(plan.index.as_deref(), Some(index.as_str()), "{plan}");
     assert!(
         !plan.nodes.iter().any(|n| n == "Sort" || n == "Seq Scan"),
         "{plan}"
     );
     assert!(
-        plan.to_string().contains("using events_tenant_received"),
+        plan.to_string().contains(&format!("using {index}")),
         "{plan}"
     );
     // Paging by (received_at, id) from any row: every event of the tenant once, in order.
     let mut seen = Vec::new();
-    let mut after = 0;
+    let mut after = (since, 0);
     loop {
         let page = store
-            .received_page("t3", since, until, after, 300)
+            .received_page("t3", after.0, until, after.1, 300)
             .await
             .unwrap();
         let Some(last) = page.last() else { break };
-        after = last.id;
+        after = (last.received_at, last.id);
         seen.extend(page.iter().map(|r| (r.received_at, r.id)));
     }
     assert_eq!(seen.len(), 1000);
@@ -1068,67 +1070,326 @@ async fn a_replay_page_is_one_range_of_its_index_and_resumes_after_any_row() {
     );
     assert_eq!(
         store
-            .count_received("t3", since, until, seen[399].1)
+            .count_received("t3", seen[399].0, until, seen[399].1)
             .await
             .unwrap(),
         600,
         "a resumed count starts after the row named"
     );
-    let error = store
-        .received_page("t3", since, until, i64::MAX, 10)
-        .await
-        .unwrap_err();
-    assert!(error.to_string().contains("no event row"), "{error}");
+}
+
+/// The day partition holding arrivals `days` before now.
+fn partition_of(
+    store_partitions: &[interaction_store::Partition],
+    days: i64,
+) -> interaction_store::Partition {
+    let at = chrono::Utc::now() - chrono::TimeDelta::days(days);
+    store_partitions
+        .iter()
+        .find(|p| p.low.is_some_and(|low| low <= at) && p.high.is_some_and(|high| at < high))
+        .unwrap_or_else(|| panic!("no partition for {at}: {store_partitions:?}"))
+        .clone()
 }
 
 #[tokio::test]
-async fn retention_deletes_only_old_forwarded_events_and_their_chunks() {
-    let (_db, store) = TestDatabase::migrated().await;
-    let ids: Vec<i64> = {
-        let mut ids = Vec::new();
-        for n in 0..3 {
-            let events: Vec<Event> = (0..4).map(|i| event(n * 10 + i, None)).collect();
-            ids.push(
-                store
-                    .insert_chunks(&[("t", events.iter().collect())])
-                    .await
-                    .unwrap()[0]
-                    .chunk_id
-                    .unwrap(),
-            );
-        }
-        ids
+async fn retention_drops_whole_days_but_keeps_days_with_undelivered_events() {
+    let (db, store) = TestDatabase::migrated().await;
+    let chunk = async |n: usize| {
+        let events: Vec<Event> = (0..4).map(|i| event(n * 10 + i, None)).collect();
+        insert(&store, &events).await
     };
-    for id in &ids[..2] {
-        store
-            .record_outcome(*id, "t", &all_delivered(4))
-            .await
-            .unwrap();
-    }
-    // ids[2] is still pending: never purged, however old.
-    let future = chrono::Utc::now() + chrono::TimeDelta::seconds(5);
-    assert_eq!(
-        store
-            .purge_forwarded(chrono::Utc::now() - chrono::TimeDelta::days(1), 100)
-            .await
-            .unwrap(),
-        interaction_store::Purged::default(),
-        "nothing is old enough"
+    let (delivered, failed, waiting, recent) = (
+        chunk(0).await,
+        chunk(1).await,
+        chunk(2).await,
+        chunk(3).await,
     );
-    assert_eq!(store.count_purgeable(future).await.unwrap(), 8);
-    let mut total = interaction_store::Purged::default();
-    loop {
-        let pass = store.purge_forwarded(future, 3).await.unwrap();
-        if pass == interaction_store::Purged::default() {
-            break;
+    store
+        .record_outcome(delivered, "t", &all_delivered(4))
+        .await
+        .unwrap();
+    store
+        .record_outcome(recent, "t", &all_delivered(4))
+        .await
+        .unwrap();
+    let failed_events: Vec<Event> = (0..4).map(|i| event(10 + i, None)).collect();
+    let refused = PartOutcome {
+        delivered: vec![1..4],
+        refused: vec![Failure {
+            position: 0,
+            event: &failed_events[0],
+            reason: "400: no".into(),
+            status: Some(400),
+            attempts: Some(1),
+        }],
+    };
+    assert_eq!(
+        store.record_outcome(failed, "t", &refused).await.unwrap(),
+        Some(ChunkState::Failed)
+    );
+    // Delivered and failed: received 40 days ago; waiting (pending): 41 days ago.
+    db.age_chunk(delivered, 40).await;
+    db.age_chunk(failed, 40).await;
+    db.age_chunk(waiting, 41).await;
+    let partitions = store.partitions().await.unwrap();
+    let (day40, day41) = (partition_of(&partitions, 40), partition_of(&partitions, 41));
+    assert_eq!(
+        store.chunk_events(delivered).await.unwrap().len(),
+        4,
+        "moved, not lost"
+    );
+
+    assert_eq!(
+        store.drop_partition(&day41).await.unwrap(),
+        interaction_store::PartitionRetention::Held {
+            unfinished_chunks: 1
+        },
+        "a day with events still to deliver is kept whole"
+    );
+    assert_eq!(store.chunk_events(waiting).await.unwrap().len(), 4);
+    assert!(matches!(
+        store.drop_partition(&day40).await.unwrap(),
+        interaction_store::PartitionRetention::Dropped { .. }
+    ));
+    let left = store.partitions().await.unwrap();
+    assert!(!left.contains(&day40) && left.contains(&day41), "{left:?}");
+    assert!(store.chunk_events(delivered).await.unwrap().is_empty());
+    // The failed chunk's refused event is kept as sent in its failure row (re-drive reads it
+    // from there): dropping the day lost nothing of it.
+    let failures = store.failures(failed).await.unwrap();
+    assert_eq!(
+        serde_json::from_str::<Event>(&failures[0].event).unwrap(),
+        failed_events[0]
+    );
+
+    // The chunk rows of the dropped day go too: forwarded ones only, only there.
+    let before = chrono::Utc::now() - chrono::TimeDelta::days(30);
+    let mut deleted = 0;
+    for (low, high) in interaction_store::uncovered(&left, before) {
+        loop {
+            let n = store.purge_chunks(low, high, 1).await.unwrap();
+            deleted += n;
+            if n == 0 {
+                break;
+            }
         }
-        total.events += pass.events;
-        total.chunks += pass.chunks;
     }
-    assert_eq!((total.events, total.chunks), (8, 2));
-    assert_eq!(store.chunk_state(ids[0]).await.unwrap(), None);
-    assert_eq!(store.chunk_events(ids[2]).await.unwrap().len(), 4);
+    assert_eq!(deleted, 1);
+    assert_eq!(store.chunk_state(delivered).await.unwrap(), None);
+    assert_eq!(
+        store.chunk_state(failed).await.unwrap(),
+        Some(ChunkState::Failed)
+    );
+    assert_eq!(
+        store.chunk_state(waiting).await.unwrap(),
+        Some(ChunkState::Pending)
+    );
+    assert_eq!(
+        store.chunk_state(recent).await.unwrap(),
+        Some(ChunkState::Forwarded)
+    );
+    assert_eq!(store.chunk_events(recent).await.unwrap().len(), 4);
     assert_eq!(store.pending_event_count().await.unwrap(), 4);
+    assert_eq!(
+        store.partition_status(&day41).await.unwrap().1,
+        1,
+        "the kept day still waits for its chunk"
+    );
+
+    // The default partition must never be dropped (it holds any day without a partition).
+    let default = left.iter().find(|p| p.high.is_none()).unwrap();
+    assert!(store.drop_partition(default).await.is_err());
+}
+
+#[tokio::test]
+async fn partitions_are_created_ahead_and_a_day_the_default_partition_holds_is_left_alone() {
+    let (db, store) = TestDatabase::migrated().await;
+    let today = chrono::Utc::now().date_naive();
+    let names: Vec<String> = store
+        .partitions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    for offset in 0..=u64::from(interaction_store::PARTITION_DAYS_AHEAD) {
+        let day = today + chrono::Days::new(offset);
+        let name = format!("events_p{}", day.format("%Y%m%d"));
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    assert!(names.contains(&"events_default".to_owned()));
+    assert!(
+        !names.contains(&"events_legacy".to_owned()),
+        "a new database has no legacy table"
+    );
+    // Again: nothing to do.
+    assert_eq!(
+        store.ensure_partitions(today).await.unwrap(),
+        interaction_store::PartitionUpkeep::default()
+    );
+
+    // A row for a day far ahead (a clock jump) lands in the default partition, not an error…
+    let id = insert(&store, &[event(1, Some("far"))]).await;
+    let far = today + chrono::Days::new(60);
+    db.execute(&format!(
+        "INSERT INTO events (chunk_id, tenant, occurred_at, subscriber, asset_id, interaction, \
+         rating, device, received_at) VALUES ({id}, 't', now(), 's', 'a', 'play', 1, 'web', \
+         '{far}T12:00:00Z')"
+    ))
+    .await;
+    assert_eq!(
+        db.execute("SELECT 1 FROM events_default").await,
+        1,
+        "the row is in the default partition"
+    );
+    // …and upkeep reaching that day leaves it there (creating it would fail) and says so.
+    let upkeep = store
+        .ensure_partitions(far - chrono::Days::new(1))
+        .await
+        .unwrap();
+    assert_eq!(upkeep.blocked, vec![far]);
+    assert!(upkeep.created.contains(&format!(
+        "events_p{}",
+        (far - chrono::Days::new(1)).format("%Y%m%d")
+    )));
+    assert!(upkeep.created.contains(&format!(
+        "events_p{}",
+        (far + chrono::Days::new(1)).format("%Y%m%d")
+    )));
+}
+
+#[tokio::test]
+async fn idempotency_keys_hold_across_partitions_and_expire_after_the_window() {
+    let (db, store) = TestDatabase::migrated().await;
+    let first = insert(&store, &[event(1, Some("k1")), event(2, Some("k2"))]).await;
+    // Received 3 days ago, in another partition: a duplicate all the same.
+    db.age_chunk(first, 3).await;
+    let again = store
+        .insert_chunks(&[("t", vec![&event(1, Some("k1")), &event(3, Some("k3"))])])
+        .await
+        .unwrap();
+    assert_eq!(again[0].inserted_ids, vec!["k3".to_owned()]);
+    // Keys older than the window expire (in batches); then the id is new again.
+    let cutoff = chrono::Utc::now() - chrono::TimeDelta::days(2);
+    assert_eq!(store.expire_keys(cutoff, 1).await.unwrap(), 1);
+    assert_eq!(store.expire_keys(cutoff, 1).await.unwrap(), 1);
+    assert_eq!(
+        store.expire_keys(cutoff, 1).await.unwrap(),
+        0,
+        "k3 is recent"
+    );
+    let later = store
+        .insert_chunks(&[("t", vec![&event(1, Some("k1")), &event(3, Some("k3"))])])
+        .await
+        .unwrap();
+    assert_eq!(later[0].inserted_ids, vec!["k1".to_owned()]);
+}
+
+#[tokio::test]
+async fn a_database_holding_events_is_partitioned_in_place_and_nothing_is_lost_or_duplicated() {
+    // The schema before partitioning, holding events: an old delivered chunk, one still
+    // pending from yesterday, one from today; keyed and unkeyed events.
+    let db = TestDatabase::migrated_before("2026-11-30-000060").await;
+    db.execute(
+        "INSERT INTO chunks (id, tenant, event_count, state, created_at) VALUES
+         (1, 't', 2, 'forwarded', now() - interval '40 days'),
+         (2, 't', 2, 'pending',   now() - interval '1 day'),
+         (3, 't', 1, 'pending',   now())",
+    )
+    .await;
+    db.execute("SELECT setval(pg_get_serial_sequence('chunks', 'id'), 3)")
+        .await;
+    db.execute(
+        "INSERT INTO events (chunk_id, tenant, event_id, occurred_at, subscriber, asset_id,
+                             interaction, rating, device, received_at)
+         SELECT c.id, 't', e.event_id, now(), 'user', 'asset', 'play', 0.5, 'web', c.created_at
+         FROM (VALUES (1, 'old-1'), (1, NULL), (2, 'recent-1'), (2, 'recent-2'), (3, 'today-1'))
+              AS e(chunk, event_id)
+         JOIN chunks c ON c.id = e.chunk",
+    )
+    .await;
+    let store = Store::new(&StoreConfig::new(db.url.clone())).unwrap();
+    let applied = store.migrate().await.unwrap();
+    assert!(
+        applied.iter().any(|v| v.starts_with("20261130000060")),
+        "{applied:?}"
+    );
+    assert!(
+        store.migrate().await.unwrap().is_empty(),
+        "a second run has nothing to do"
+    );
+
+    // The old table is now the partition of everything before the day after tomorrow; the
+    // day partitions follow it.
+    let partitions = store.partitions().await.unwrap();
+    let legacy = partitions
+        .iter()
+        .find(|p| p.name == "events_legacy")
+        .expect("legacy partition");
+    let day_after_tomorrow = (chrono::Utc::now() + chrono::TimeDelta::days(2))
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    assert_eq!((legacy.low, legacy.high), (None, Some(day_after_tomorrow)));
+    assert!(
+        partitions.iter().any(|p| p.low == Some(day_after_tomorrow)),
+        "{partitions:?}"
+    );
+
+    // Every old row is where it was, in order, and the pending ones are still delivered.
+    assert_eq!(store.chunk_events(1).await.unwrap().len(), 2);
+    assert_eq!(store.chunk_events(2).await.unwrap().len(), 2);
+    assert_eq!(store.pending_event_count().await.unwrap(), 3);
+    let claimed = store
+        .claim_unpublished(Duration::ZERO, Duration::from_secs(60), chunks(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed
+            .chunks
+            .iter()
+            .map(|c| (c.chunk_id, c.events.len()))
+            .collect::<Vec<_>>(),
+        vec![(2, 2), (3, 1)]
+    );
+
+    // Keys of the last 7 days were carried over: those events are still duplicates. Older
+    // ones are past any DEDUP_WINDOW's minimum, as after the window on a partitioned store.
+    let again = store
+        .insert_chunks(&[(
+            "t",
+            vec![
+                &event(1, Some("recent-1")),
+                &event(2, Some("today-1")),
+                &event(3, Some("old-1")),
+            ],
+        )])
+        .await
+        .unwrap();
+    assert_eq!(again[0].inserted_ids, vec!["old-1".to_owned()]);
+    let new_chunk = again[0].chunk_id.unwrap();
+    assert!(new_chunk > 3);
+    // New rows number on from the old ones (positions in a chunk follow row ids).
+    let new_rows = store.chunk_events(new_chunk).await.unwrap();
+    assert!(new_rows[0].id > 5, "{new_rows:?}");
+    // "Where is event X?" finds a carried-over key's event in the legacy partition.
+    let trace = store
+        .trace_event("t", "recent-2")
+        .await
+        .unwrap()
+        .expect("found");
+    assert_eq!(trace.chunk_id, 2);
+
+    // The legacy partition is dropped whole once its last day is past retention: not now.
+    assert!(
+        !store
+            .partitions()
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.high.is_some_and(|h| h <= chrono::Utc::now()) && p.name == "events_legacy")
+    );
 }
 
 /// Event `n` with the eventId `e<n>`.

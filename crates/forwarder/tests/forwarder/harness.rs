@@ -42,7 +42,8 @@ pub(crate) struct Harness {
     pub(crate) publisher: Publisher,
     pub(crate) config: Config,
     /// Kept for its Drop, which removes the database.
-    _db: TestDatabase,
+    /// The test's database.
+    pub db: TestDatabase,
 }
 
 /// A running forwarder.
@@ -103,7 +104,7 @@ impl Harness {
             topology,
             publisher,
             config,
-            _db: db,
+            db,
         }
     }
 

@@ -124,7 +124,7 @@ async fn an_interrupted_replay_names_where_to_resume_and_resuming_there_skips_no
     let client = forwarder::app::ncanto(&harness.config).unwrap();
     let mut policy = forwarder::app::policy(&harness.config);
     policy.queue_delays = vec![Duration::from_millis(10)];
-    let request = |after_id| forwarder::replay::ReplayRequest {
+    let request = |since, after_id| forwarder::replay::ReplayRequest {
         tenant: "acme".into(),
         since,
         until,
@@ -146,7 +146,7 @@ async fn an_interrupted_replay_names_where_to_resume_and_resuming_there_skips_no
             })
             .await;
     };
-    let first = request(0);
+    let first = request(since, 0);
     let (result, ()) = tokio::join!(
         forwarder::replay::replay(&harness.store, &client, &policy, &first),
         breaker
@@ -158,15 +158,29 @@ async fn an_interrupted_replay_names_where_to_resume_and_resuming_there_skips_no
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no --after-id in: {error}"));
     assert!(after_id > 0, "{error}");
+    // The resume point is a cursor: the last settled row's arrival time and id.
+    let resume_since = error
+        .split("--since ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+        .unwrap_or_else(|| panic!("no --since in: {error}"))
+        .to_utc();
+    assert!(resume_since >= since, "{error}");
     assert_eq!(harness.mock.stats().unique, 100, "{error}");
 
     harness
         .mock
         .set_faults(ncanto_mock::Faults::default())
         .await;
-    let resumed = forwarder::replay::replay(&harness.store, &client, &policy, &request(after_id))
-        .await
-        .unwrap();
+    let resumed = forwarder::replay::replay(
+        &harness.store,
+        &client,
+        &policy,
+        &request(resume_since, after_id),
+    )
+    .await
+    .unwrap();
     assert_eq!((resumed.total, resumed.sent), (150, 150));
     // Every event of the window arrived, none twice.
     let stats = harness.mock.stats();
@@ -207,8 +221,16 @@ async fn replay_paces_itself_to_the_requested_rate() {
     );
 }
 
+fn retention(older_than_days: u64) -> forwarder::purge::Retention {
+    forwarder::purge::Retention {
+        older_than: Duration::from_secs(older_than_days * 86_400),
+        dedup_window: Duration::from_secs(7 * 86_400),
+        batch: 2,
+    }
+}
+
 #[tokio::test]
-async fn purge_deletes_only_forwarded_events_past_the_cutoff() {
+async fn purge_drops_old_days_but_keeps_a_day_with_undelivered_events() {
     let harness = Harness::new(|_| {}).await;
     let forwarder = harness.start().await;
     let delivered = harness
@@ -222,7 +244,7 @@ async fn purge_deletes_only_forwarded_events_past_the_cutoff() {
         })
         .await;
     forwarder.stop().await;
-    // Stored but never forwarded: kept however old.
+    // Stored but never forwarded: its day is kept however old.
     let waiting = harness
         .store
         .insert_chunks(&[(
@@ -237,36 +259,45 @@ async fn purge_deletes_only_forwarded_events_past_the_cutoff() {
         .unwrap()[0]
         .chunk_id
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    harness.db.age_chunk(delivered, 40).await;
+    harness.db.age_chunk(waiting, 45).await;
+    let day = |days: i64| {
+        format!(
+            "events_p{}",
+            (chrono::Utc::now() - chrono::TimeDelta::days(days)).format("%Y%m%d")
+        )
+    };
+    let mut plan = forwarder::purge::plan(&harness.store, Duration::from_secs(30 * 86_400))
+        .await
+        .unwrap();
+    plan.sort();
     assert_eq!(
-        forwarder::purge::count(&harness.store, Duration::from_millis(10))
-            .await
-            .unwrap(),
-        5
+        plan.iter()
+            .map(|(name, _, unfinished)| (name.clone(), *unfinished))
+            .collect::<Vec<_>>(),
+        vec![(day(45), 1), (day(40), 0)],
+        "the dry run names both days and what keeps one"
     );
-    assert_eq!(
-        forwarder::purge::count(&harness.store, Duration::from_secs(3600))
+    assert!(
+        forwarder::purge::plan(&harness.store, Duration::from_secs(50 * 86_400))
             .await
-            .unwrap(),
-        0
+            .unwrap()
+            .is_empty()
     );
-    // While another process holds the retention lock, a purge deletes nothing and says so.
+    // While another process holds the retention lock, a purge does nothing and says so.
     let other = harness
         .store
         .try_lock(interaction_store::RETENTION_LOCK)
         .await
         .unwrap()
         .expect("nobody holds the retention lock yet");
-    let skipped = forwarder::purge::purge(&harness.store, Duration::from_millis(10), 2)
+    let skipped = forwarder::purge::purge(&harness.store, retention(30))
         .await
         .unwrap();
     assert_eq!(skipped, None, "another replica is purging");
     assert_eq!(
-        forwarder::purge::count(&harness.store, Duration::from_millis(10))
-            .await
-            .unwrap(),
-        5,
-        "nothing deleted beside it"
+        harness.store.chunk_events(delivered).await.unwrap().len(),
+        5
     );
     drop(other);
     // Once it lets go (its connection closes), this one purges.
@@ -275,13 +306,15 @@ async fn purge_deletes_only_forwarded_events_past_the_cutoff() {
             "the retention lock to be free",
             Duration::from_secs(10),
             async || {
-                forwarder::purge::purge(&harness.store, Duration::from_millis(10), 2)
+                forwarder::purge::purge(&harness.store, retention(30))
                     .await
                     .unwrap()
             },
         )
         .await;
-    assert_eq!((purged.events, purged.chunks), (5, 1));
+    assert_eq!(purged.dropped, vec![day(40)]);
+    assert_eq!(purged.held, vec![(day(45), 1)]);
+    assert_eq!(purged.chunks, 1);
     assert_eq!(harness.store.chunk_state(delivered).await.unwrap(), None);
     assert_eq!(harness.store.chunk_events(waiting).await.unwrap().len(), 3);
 }
@@ -289,7 +322,7 @@ async fn purge_deletes_only_forwarded_events_past_the_cutoff() {
 #[tokio::test]
 async fn a_serving_forwarder_purges_periodically_when_configured() {
     let harness = Harness::new(|c| {
-        c.purge_older_than = Duration::from_millis(200);
+        c.purge_older_than = Duration::from_secs(30 * 86_400);
         c.purge_interval = Duration::from_millis(100);
     })
     .await;
@@ -298,6 +331,14 @@ async fn a_serving_forwarder_purges_periodically_when_configured() {
         .submit("acme", (0..4).map(|n| event(n, "a")).collect())
         .await;
     harness.wait_for_unique(4, Duration::from_secs(20)).await;
+    harness
+        .wait_for("forwarded", Duration::from_secs(10), async || {
+            (harness.store.chunk_state(chunk).await.ok()? == Some(ChunkState::Forwarded))
+                .then_some(())
+        })
+        .await;
+    // As if it had arrived 40 days ago: the next round drops its day.
+    harness.db.age_chunk(chunk, 40).await;
     harness
         .wait_for(
             "the forwarded chunk to be purged",
