@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure PostgreSQL and RabbitMQ answer on this machine, starting them if they are installed
-# and stopped. CI and new machines start from scratch, so `make test` and `make run` call this
+# and stopped, and that PgBouncer's binary is there for its test. CI and new machines start from
+# scratch, so `make test` and `make run` call this
 # rather than assume. Says exactly what to install when a service is missing.
 set -euo pipefail
 
@@ -67,5 +68,23 @@ ensure_rabbitmq() {
   log "RabbitMQ is up on $AMQP_HOST:$AMQP_PORT"
 }
 
+# PgBouncer is not a service the project uses here: the store's test of transaction pooling
+# starts one of its own on a free port. It only needs the binary (Debian's package); the
+# package's own service is not started or configured.
+ensure_pgbouncer() {
+  if [ -x /usr/sbin/pgbouncer ]; then
+    return
+  fi
+  if [ "$(id -u)" != 0 ]; then
+    log "pgbouncer is not installed (the PgBouncer test needs it): sudo apt-get install -y pgbouncer"
+    return 1
+  fi
+  log "installing pgbouncer (Debian package) for the PgBouncer test"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq pgbouncer >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null; }
+}
+
 ensure_postgres
 ensure_rabbitmq
+ensure_pgbouncer

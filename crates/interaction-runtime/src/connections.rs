@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use interaction_store::{Store, StoreConfig, StoreError};
+use interaction_store::{Pooler, Store, StoreConfig, StoreError};
 use secrecy::SecretString;
 
 use crate::{parse_duration, parse_optional_path};
@@ -17,6 +17,25 @@ pub struct Connections {
     /// verify-ca|verify-full`, `sslrootcert=PATH|system`, `sslcert=PATH&sslkey=PATH`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: SecretString,
+
+    /// What DATABASE_URL leads to: `none` (PostgreSQL itself, or a pooler in session mode) or
+    /// `transaction` (PgBouncer with `pool_mode = transaction`: every operation runs in one
+    /// transaction, nothing stays prepared, and DATABASE_DIRECT_URL is required).
+    #[arg(long, env = "DATABASE_POOLER", default_value = "none", value_parser = parse_pooler)]
+    pub database_pooler: Pooler,
+
+    /// PostgreSQL itself (not through a transaction pooler), for what needs a session:
+    /// migrations and the retention lock. Empty: DATABASE_URL.
+    #[arg(
+        long,
+        env = "DATABASE_DIRECT_URL",
+        default_value = "",
+        hide_env_values = true,
+        hide_default_value = true,
+        value_parser = parse_optional_secret
+    )]
+    // Spelled out so that clap takes the parser's output as is: an empty value means none.
+    pub database_direct_url: std::option::Option<SecretString>,
 
     /// Most PostgreSQL connections of this process.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
@@ -74,8 +93,19 @@ impl Connections {
             max_connections: self.database_max_connections,
             acquire_timeout: self.database_timeout,
             statement_timeout: self.database_statement_timeout,
+            pooler: self.database_pooler,
+            direct_url: self.database_direct_url.clone(),
         })
     }
+}
+
+fn parse_pooler(value: &str) -> Result<Pooler, String> {
+    value.parse()
+}
+
+/// A secret that may be left empty (none).
+fn parse_optional_secret(value: &str) -> Result<Option<SecretString>, String> {
+    Ok((!value.is_empty()).then(|| SecretString::from(value.to_owned())))
 }
 
 #[cfg(test)]
@@ -107,6 +137,45 @@ mod tests {
         );
         let text = format!("{connections:?}");
         assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn the_pooler_mode_and_the_direct_url_parse_and_the_url_stays_secret() {
+        let plain = parse(&[]);
+        assert_eq!(plain.database_pooler, Pooler::None);
+        assert!(plain.database_direct_url.is_none());
+        let pooled = parse(&[
+            "--database-pooler",
+            "transaction",
+            "--database-direct-url",
+            "postgres://u:s3cret@db:5432/x",
+        ]);
+        assert_eq!(pooled.database_pooler, Pooler::Transaction);
+        assert_eq!(
+            pooled
+                .database_direct_url
+                .as_ref()
+                .map(|u| u.expose_secret().to_owned()),
+            Some("postgres://u:s3cret@db:5432/x".to_owned())
+        );
+        assert!(!format!("{pooled:?}").contains("s3cret"));
+        assert!(pooled.store().is_ok());
+        let error = Cli::try_parse_from([
+            "test",
+            "--database-url",
+            "postgres://db",
+            "--database-pooler",
+            "statement",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("not a pooler mode"), "{error}");
+        // Transaction pooling without a direct URL is refused at start-up, saying why.
+        let error = parse(&["--database-pooler", "transaction"])
+            .store()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("DATABASE_DIRECT_URL"), "{error}");
     }
 
     #[test]

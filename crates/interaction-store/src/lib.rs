@@ -49,6 +49,7 @@ pub use chunks::{
     UnreadableChunk, estimated_bytes, estimated_chunk_bytes,
 };
 pub use connect::{ConnectOptions, Connector, SslMode};
+// `Pooler` is defined below, beside `StoreConfig`.
 pub use delivery::{FailureRow, QueryPlan};
 pub use error::StoreError;
 pub use partitions::{
@@ -66,18 +67,12 @@ const MIGRATION_LOCK: i64 = 0x494C_4F47;
 pub const RETENTION_LOCK: i64 = 0x494C_5047;
 
 /// A session-level advisory lock, held by a connection of its own for as long as this value
-/// lives. Dropping it closes that connection (it never goes back to the pool), which releases
-/// the lock in PostgreSQL even if the process dies mid-way: nothing to forget to unlock.
+/// lives. Dropping it closes that connection (it never was in the pool), which releases the
+/// lock in PostgreSQL even if the process dies mid-way: nothing to forget to unlock. The
+/// connection goes to the direct URL: behind a transaction pooler a session lock would stay
+/// with whichever server connection took it.
 pub struct HeldLock {
-    conn: Option<Connection>,
-}
-
-impl Drop for HeldLock {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            drop(Object::take(conn));
-        }
-    }
+    _conn: AsyncPgConnection,
 }
 
 /// Logs the days [`Store::ensure_partitions`] could not create a partition for.
@@ -98,6 +93,37 @@ const CLIENT_DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 /// The schema migrations, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
+/// What sits between this process and PostgreSQL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Pooler {
+    /// PostgreSQL itself, or a pooler in session mode: a connection is a session.
+    #[default]
+    None,
+    /// A pooler in transaction mode (PgBouncer `pool_mode = transaction`): consecutive
+    /// transactions of one client connection may run on different server connections. Every
+    /// operation then runs in one transaction (so its statements stay on one server
+    /// connection), nothing is kept prepared across operations (a statement prepared on one
+    /// server connection does not exist on the next), `statement_timeout` is set per
+    /// transaction (`SET LOCAL`: poolers refuse start-up options), and what needs a session
+    /// (migrations, the retention lock) goes to [`StoreConfig::direct_url`].
+    Transaction,
+}
+
+impl std::str::FromStr for Pooler {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "" | "none" | "session" => Ok(Self::None),
+            "transaction" => Ok(Self::Transaction),
+            other => Err(format!(
+                "{other:?} is not a pooler mode: none (PostgreSQL itself or session pooling) or \
+                 transaction (PgBouncer pool_mode = transaction)"
+            )),
+        }
+    }
+}
+
 /// Pool settings.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -112,6 +138,11 @@ pub struct StoreConfig {
     /// PostgreSQL's `statement_timeout` for every statement but migrations. The client
     /// gives a statement up [`CLIENT_DEADLINE_MARGIN`] later if the server never answers.
     pub statement_timeout: Duration,
+    /// What [`Self::url`] leads to.
+    pub pooler: Pooler,
+    /// PostgreSQL itself, for what needs a session of its own (migrations, advisory locks):
+    /// required with [`Pooler::Transaction`]; `None`: [`Self::url`].
+    pub direct_url: Option<SecretString>,
 }
 
 impl StoreConfig {
@@ -123,6 +154,8 @@ impl StoreConfig {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(3),
             statement_timeout: Duration::from_secs(5),
+            pooler: Pooler::None,
+            direct_url: None,
         }
     }
 }
@@ -138,6 +171,9 @@ pub struct Store {
     migrator: Connector,
     /// How long one operation may wait for the database once it has a connection.
     deadline: Duration,
+    /// Set for [`Pooler::Transaction`]: `BEGIN` with the statement timeout, which every
+    /// operation then runs in.
+    begin: Option<std::sync::Arc<str>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -157,18 +193,43 @@ impl Store {
     pub fn new(config: &StoreConfig) -> Result<Self, StoreError> {
         let options = ConnectOptions::parse(config.url.expose_secret())?
             .connect_timeout(config.acquire_timeout);
+        let pooled = config.pooler == Pooler::Transaction;
         let connector = options
             .clone()
-            .statement_timeout(Some(config.statement_timeout))
+            .statement_timeout((!pooled).then_some(config.statement_timeout))
             .connector()?;
-        let migrator = options.statement_timeout(None).connector()?;
+        let direct = match (&config.direct_url, config.pooler) {
+            (Some(url), _) => ConnectOptions::parse(url.expose_secret())
+                .map_err(|e| StoreError::Config(format!("direct database URL: {e}")))?
+                .connect_timeout(config.acquire_timeout),
+            (None, Pooler::None) => options,
+            (None, Pooler::Transaction) => {
+                return Err(StoreError::Config(
+                    "a transaction pooler needs a direct database URL too \
+                     (DATABASE_DIRECT_URL): migrations and the retention lock need a session \
+                     of their own, which a transaction pooler does not keep"
+                        .to_owned(),
+                ));
+            }
+        };
+        let migrator = direct.statement_timeout(None).connector()?;
         let mut manager_config = ManagerConfig::default();
         // The default (Verified) runs a test query on every checkout: a round trip per write
         // batch. Broken connections surface as errors on use instead and are dropped.
         manager_config.recycling_method = RecyclingMethod::Fast;
         manager_config.custom_setup = Box::new(move |_url| {
             let connector = connector.clone();
-            async move { connector.connect().await }.boxed()
+            async move {
+                let mut conn = connector.connect().await?;
+                if pooled {
+                    diesel_async::AsyncConnection::set_prepared_statement_cache_size(
+                        &mut conn,
+                        diesel::connection::CacheSize::Disabled,
+                    );
+                }
+                Ok(conn)
+            }
+            .boxed()
         });
         // The URL is unused: `custom_setup` connects with the options parsed above.
         let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
@@ -187,6 +248,13 @@ impl Store {
             pool,
             migrator,
             deadline: config.statement_timeout + CLIENT_DEADLINE_MARGIN,
+            begin: pooled.then(|| {
+                format!(
+                    "BEGIN; SET LOCAL statement_timeout = {}",
+                    config.statement_timeout.as_millis().max(1)
+                )
+                .into()
+            }),
         })
     }
 
@@ -198,7 +266,27 @@ impl Store {
         op: impl AsyncFnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut conn = self.pool.get().await.map_err(StoreError::from_pool)?;
-        match tokio::time::timeout(self.deadline, op(&mut conn)).await {
+        let run = async {
+            let Some(begin) = &self.begin else {
+                return op(&mut conn).await;
+            };
+            // Behind a transaction pooler: the whole operation in one transaction (nested
+            // ones become savepoints), committed if it succeeded.
+            type Manager = diesel_async::AnsiTransactionManager;
+            Manager::begin_transaction_sql(&mut *conn, begin).await?;
+            let result = op(&mut conn).await;
+            let end = if result.is_ok() {
+                <Manager as diesel_async::TransactionManager<AsyncPgConnection>>::commit_transaction(&mut *conn).await
+            } else {
+                <Manager as diesel_async::TransactionManager<AsyncPgConnection>>::rollback_transaction(&mut *conn).await
+            };
+            match (result, end) {
+                (Ok(value), Ok(())) => Ok(value),
+                (Ok(_), Err(error)) => Err(error.into()),
+                (Err(error), _) => Err(error),
+            }
+        };
+        match tokio::time::timeout(self.deadline, run).await {
             Ok(result) => result,
             Err(_) => {
                 drop(Object::take(conn));
@@ -269,18 +357,19 @@ impl Store {
             #[diesel(sql_type = diesel::sql_types::Bool)]
             locked: bool,
         }
-        let mut conn = self.pool.get().await.map_err(StoreError::from_pool)?;
+        let mut conn = self
+            .migrator
+            .connect()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let query = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS locked")
             .bind::<diesel::sql_types::BigInt, _>(key)
             .get_result::<Locked>(&mut conn);
         match tokio::time::timeout(self.deadline, query).await {
-            Ok(Ok(Locked { locked: true })) => Ok(Some(HeldLock { conn: Some(conn) })),
+            Ok(Ok(Locked { locked: true })) => Ok(Some(HeldLock { _conn: conn })),
             Ok(Ok(Locked { locked: false })) => Ok(None),
             Ok(Err(error)) => Err(error.into()),
-            Err(_) => {
-                drop(Object::take(conn));
-                Err(StoreError::NoAnswer(self.deadline))
-            }
+            Err(_) => Err(StoreError::NoAnswer(self.deadline)),
         }
     }
 
