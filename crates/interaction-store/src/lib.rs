@@ -15,6 +15,11 @@
 //! positions of its events delivered and refused, so a partial failure, a retry and a re-drive
 //! of one chunk can interleave in any order; the chunk's [`ChunkState`] follows from them.
 //!
+//! At volume (issue 15), `events` is partitioned by day of arrival, idempotency keys live in
+//! `event_keys` for DEDUP_WINDOW, and retention drops whole days (see the `partitions`
+//! module); behind a transaction pooler, [`Pooler::Transaction`] keeps every operation on one
+//! server connection.
+//!
 //! Operators' questions — where an event is ([`Store::trace_event`], [`EventTrace`]) and how
 //! many events each tenant has in each stage ([`Store::tenant_counts`]) — are answered from
 //! the same records, with no cost on the write path.
