@@ -304,43 +304,53 @@ impl Store {
         before: DateTime<Utc>,
         batch: i64,
     ) -> Result<i64, StoreError> {
-        self.with_connection(async |conn| {
-            Ok(diesel::sql_query(
-                "WITH doomed AS (
+        self.delete_batch(
+            "WITH gone AS (
+                 DELETE FROM events_default WHERE ctid = ANY (ARRAY(
                      SELECT e.ctid FROM events_default e JOIN chunks c ON c.id = e.chunk_id
                      WHERE e.received_at < $1 AND c.state = 'forwarded'
-                     LIMIT $2
-                 ), gone AS (
-                     DELETE FROM events_default WHERE ctid IN (SELECT ctid FROM doomed) RETURNING 1
-                 )
-                 SELECT count(*) AS n FROM gone",
-            )
-            .bind::<Timestamptz, _>(before)
-            .bind::<BigInt, _>(batch)
-            .get_result::<Count>(conn)
-            .await?
-            .n)
-        })
+                     LIMIT $2))
+                 RETURNING 1
+             )
+             SELECT count(*) AS n FROM gone",
+            before,
+            batch,
+        )
         .await
     }
 
     /// Deletes up to `batch` idempotency keys received before `before` (DEDUP_WINDOW ago):
     /// an `eventId` sent again after that is stored as a new event. Call until it returns 0.
     pub async fn expire_keys(&self, before: DateTime<Utc>, batch: i64) -> Result<i64, StoreError> {
+        self.delete_batch(
+            "WITH gone AS (
+                 DELETE FROM event_keys WHERE ctid = ANY (ARRAY(
+                     SELECT ctid FROM event_keys WHERE received_at < $1 LIMIT $2))
+                 RETURNING 1
+             )
+             SELECT count(*) AS n FROM gone",
+            before,
+            batch,
+        )
+        .await
+    }
+
+    /// Runs one batch of a row-by-row retention statement (`$1` the cutoff, `$2` the batch;
+    /// it answers `n`, the rows deleted). The rows are picked first and deleted by their
+    /// physical address (`ctid = ANY(…)`: a TID scan), so each batch reads only its rows.
+    async fn delete_batch(
+        &self,
+        sql: &'static str,
+        before: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<i64, StoreError> {
         self.with_connection(async |conn| {
-            Ok(diesel::sql_query(
-                "WITH gone AS (
-                     DELETE FROM event_keys WHERE ctid = ANY (ARRAY(
-                         SELECT ctid FROM event_keys WHERE received_at < $1 LIMIT $2))
-                     RETURNING 1
-                 )
-                 SELECT count(*) AS n FROM gone",
-            )
-            .bind::<Timestamptz, _>(before)
-            .bind::<BigInt, _>(batch)
-            .get_result::<Count>(conn)
-            .await?
-            .n)
+            Ok(diesel::sql_query(sql)
+                .bind::<Timestamptz, _>(before)
+                .bind::<BigInt, _>(batch)
+                .get_result::<Count>(conn)
+                .await?
+                .n)
         })
         .await
     }

@@ -1259,6 +1259,58 @@ async fn partitions_are_created_ahead_and_a_day_the_default_partition_holds_is_l
 }
 
 #[tokio::test]
+async fn rows_in_the_default_partition_are_purged_row_by_row_and_only_when_delivered() {
+    let (db, store) = TestDatabase::migrated().await;
+    let delivered = insert(&store, &(0..3).map(|n| event(n, None)).collect::<Vec<_>>()).await;
+    let waiting = insert(&store, &(3..5).map(|n| event(n, None)).collect::<Vec<_>>()).await;
+    store
+        .record_outcome(delivered, "t", &all_delivered(3))
+        .await
+        .unwrap();
+    // Received 400 days ago, a day without a partition: the rows land in events_default.
+    for chunk in [delivered, waiting] {
+        for sql in [
+            format!(
+                "UPDATE events SET received_at = received_at - interval '400 days' WHERE chunk_id = {chunk}"
+            ),
+            format!(
+                "UPDATE chunks SET created_at = created_at - interval '400 days' WHERE id = {chunk}"
+            ),
+        ] {
+            db.execute(&sql).await;
+        }
+    }
+    assert_eq!(db.execute("SELECT 1 FROM events_default").await, 5);
+    let before = chrono::Utc::now() - chrono::TimeDelta::days(30);
+    let mut deleted = Vec::new();
+    loop {
+        let n = store.purge_default(before, 2).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        deleted.push(n);
+    }
+    assert_eq!(
+        deleted,
+        vec![2, 1],
+        "batches of at most 2; the undelivered rows stay"
+    );
+    assert_eq!(store.chunk_events(waiting).await.unwrap().len(), 2);
+    // Now the delivered chunk has no rows left anywhere: its row goes, the waiting one's not.
+    let partitions = store.partitions().await.unwrap();
+    let mut chunks = 0;
+    for (low, high) in interaction_store::uncovered(&partitions, before) {
+        chunks += store.purge_chunks(low, high, 10).await.unwrap();
+    }
+    assert_eq!(chunks, 1);
+    assert_eq!(store.chunk_state(delivered).await.unwrap(), None);
+    assert_eq!(
+        store.chunk_state(waiting).await.unwrap(),
+        Some(ChunkState::Pending)
+    );
+}
+
+#[tokio::test]
 async fn idempotency_keys_hold_across_partitions_and_expire_after_the_window() {
     let (db, store) = TestDatabase::migrated().await;
     let first = insert(&store, &[event(1, Some("k1")), event(2, Some("k2"))]).await;
