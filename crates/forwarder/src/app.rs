@@ -141,17 +141,22 @@ impl Forwarder {
         let retention = crate::purge::Retention {
             older_than: config.purge_older_than,
             dedup_window: config.dedup_window,
+            failures_older_than: config.purge_failures_older_than,
             batch: config.purge_batch,
         };
-        let purge =
-            (!retention.older_than.is_zero() || !retention.dedup_window.is_zero()).then(|| {
-                tokio::spawn(crate::purge::periodic(
-                    store,
-                    retention,
-                    config.purge_interval,
-                    stopped,
-                ))
-            });
+        let ages = [
+            retention.older_than,
+            retention.dedup_window,
+            retention.failures_older_than,
+        ];
+        let purge = ages.iter().any(|age| !age.is_zero()).then(|| {
+            tokio::spawn(crate::purge::periodic(
+                store,
+                retention,
+                config.purge_interval,
+                stopped,
+            ))
+        });
         let admin_port = listener.local_addr()?.port();
         let admin = crate::admin::server(
             listener,

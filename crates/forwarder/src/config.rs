@@ -252,6 +252,11 @@ pub struct Config {
     #[arg(long, env = "DEDUP_WINDOW", default_value = "7d", value_parser = parse_dedup_window)]
     pub dedup_window: Duration,
 
+    /// How long failure rows (events Ncanto refused, kept as sent for re-drive) are kept,
+    /// by the periodic purge and `forwarder purge` (0: forever).
+    #[arg(long, env = "PURGE_FAILURES_OLDER_THAN", default_value = "0", value_parser = parse_duration)]
+    pub purge_failures_older_than: Duration,
+
     /// Rows deleted per purge statement (keeps locks and WAL bursts small).
     #[arg(long, env = "PURGE_BATCH", default_value_t = 10_000)]
     pub purge_batch: i64,

@@ -116,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
                 let retention = forwarder::purge::Retention {
                     older_than: args.older_than,
                     dedup_window: config.dedup_window,
+                    failures_older_than: config.purge_failures_older_than,
                     batch: config.purge_batch,
                 };
                 let Some(total) = forwarder::purge::purge(&store, retention).await? else {
@@ -125,7 +126,8 @@ async fn main() -> anyhow::Result<()> {
                     );
                 };
                 println!(
-                    "dropped {} partitions (~{} events){}, deleted {} chunks, expired {} keys",
+                    "dropped {} partitions (~{} events){}, deleted {} chunks and {} failure \
+                     rows, expired {} keys",
                     total.dropped.len(),
                     total.events,
                     if total.dropped.is_empty() {
@@ -134,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
                         format!(": {}", total.dropped.join(", "))
                     },
                     total.chunks,
+                    total.failures,
                     total.keys
                 );
                 for (name, unfinished) in total.held {

@@ -1,5 +1,6 @@
 //! Retention: dropping the day partitions of `events` older than a cutoff, deleting the chunk
-//! rows and idempotency keys that go with them in small batches, and the rows that landed in
+//! rows that go with them, the failure rows past their own retention and the idempotency keys
+//! past the dedup window in small batches, and the rows that landed in
 //! the default partition like before partitioning (see `interaction_store`'s `partitions`).
 //! A day with unfinished chunks is kept whole, and said so. One replica purges at a time (a
 //! PostgreSQL advisory lock, [`RETENTION_LOCK`]): the others skip their round rather than
@@ -21,6 +22,8 @@ pub struct Purged {
     pub events: i64,
     /// Chunk rows deleted.
     pub chunks: i64,
+    /// Failure rows deleted (refused events past their own retention).
+    pub failures: i64,
     /// Idempotency keys expired (older than the dedup window).
     pub keys: i64,
     /// Partitions old enough to drop but kept, with their unfinished chunks (0: DETACH
@@ -36,6 +39,9 @@ pub struct Retention {
     pub older_than: Duration,
     /// Idempotency keys received longer ago than this go.
     pub dedup_window: Duration,
+    /// Failure rows (refused events, kept as sent for re-drive) recorded longer ago than
+    /// this go (zero: keep them).
+    pub failures_older_than: Duration,
     /// Rows per DELETE statement (chunks, keys, default-partition events).
     pub batch: i64,
 }
@@ -52,6 +58,18 @@ pub async fn purge(store: &Store, retention: Retention) -> Result<Option<Purged>
     };
     let batch = retention.batch.max(1);
     let mut total = Purged::default();
+    // First, so that the chunk rows of failed chunks whose failures expired go below.
+    if !retention.failures_older_than.is_zero() {
+        let before = cutoff(retention.failures_older_than);
+        loop {
+            let n = store.purge_failures(before, batch).await?;
+            total.failures += n;
+            if n == 0 {
+                break;
+            }
+            log::info!("purge: {} failure rows deleted so far", total.failures);
+        }
+    }
     if !retention.older_than.is_zero() {
         let before = cutoff(retention.older_than);
         for partition in store.partitions().await? {
@@ -151,10 +169,12 @@ pub async fn periodic(
     loop {
         match purge(&store, retention).await {
             Ok(Some(total)) if total != Purged::default() => log::info!(
-                "purge: dropped {} partitions (~{} events), deleted {} chunks, expired {} keys",
+                "purge: dropped {} partitions (~{} events), deleted {} chunks and {} failure rows, \
+                 expired {} keys",
                 total.dropped.len(),
                 total.events,
                 total.chunks,
+                total.failures,
                 total.keys
             ),
             Ok(Some(_)) => {}

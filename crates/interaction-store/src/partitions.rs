@@ -11,8 +11,10 @@
 //! whole while any chunk created in it is still `pending` or `published` (its events are
 //! still to be delivered); a `failed` chunk's refused events each have an `event_failures`
 //! row holding the event as sent (re-drive reads it from there), so dropping the day loses
-//! nothing of them. Chunk rows and idempotency keys, one row per chunk and per keyed event,
-//! are deleted in batches ([`Store::purge_chunks`] over the [`uncovered`] ranges,
+//! nothing of them: they are moved aside, and kept until their own retention
+//! ([`Store::purge_failures`], PURGE_FAILURES_OLDER_THAN). Chunk rows, failure rows and
+//! idempotency keys, one row per chunk, per refused event and per keyed event, are deleted in
+//! batches ([`Store::purge_chunks`] over the [`uncovered`] ranges,
 //! [`Store::expire_keys`]); rows that landed
 //! in `events_default` are deleted like before partitioning ([`Store::purge_default`]).
 
@@ -265,10 +267,12 @@ impl Store {
         .await
     }
 
-    /// Deletes up to `batch` forwarded chunks created in `[low, high)` (`low` `None`: from
+    /// Deletes up to `batch` finished chunks created in `[low, high)` (`low` `None`: from
     /// the beginning) — a range no partition holds any more, so their events are gone —
-    /// except those with rows in `events_default`. One range of the `chunks_forwarded_created`
-    /// index: a range cleared before costs nothing to look at again. Call until it returns 0.
+    /// except those with rows in `events_default`: forwarded chunks, and failed ones whose
+    /// failure rows have expired too ([`Self::purge_failures`]). Each kind is one range of its
+    /// partial index on `created_at`, so a range cleared before costs nothing to look at
+    /// again. Call until it returns 0.
     pub async fn purge_chunks(
         &self,
         low: Option<DateTime<Utc>>,
@@ -278,12 +282,20 @@ impl Store {
         self.with_connection(async |conn| {
             Ok(diesel::sql_query(
                 "WITH doomed AS (
-                     SELECT c.id FROM chunks c
-                     WHERE c.state = 'forwarded'
-                       AND ($1::timestamptz IS NULL OR c.created_at >= $1) AND c.created_at < $2
-                       AND NOT EXISTS (SELECT 1 FROM events_default e WHERE e.chunk_id = c.id)
-                     ORDER BY c.created_at
-                     LIMIT $3
+                     (SELECT c.id FROM chunks c
+                      WHERE c.state = 'forwarded'
+                        AND ($1::timestamptz IS NULL OR c.created_at >= $1) AND c.created_at < $2
+                        AND NOT EXISTS (SELECT 1 FROM events_default e WHERE e.chunk_id = c.id)
+                      ORDER BY c.created_at
+                      LIMIT $3)
+                     UNION ALL
+                     (SELECT c.id FROM chunks c
+                      WHERE c.state = 'failed'
+                        AND ($1::timestamptz IS NULL OR c.created_at >= $1) AND c.created_at < $2
+                        AND NOT EXISTS (SELECT 1 FROM events_default e WHERE e.chunk_id = c.id)
+                        AND NOT EXISTS (SELECT 1 FROM event_failures f WHERE f.chunk_id = c.id)
+                      ORDER BY c.created_at
+                      LIMIT $3)
                  ), gone AS (DELETE FROM chunks WHERE id IN (SELECT id FROM doomed) RETURNING 1)
                  SELECT count(*) AS n FROM gone",
             )
@@ -294,6 +306,27 @@ impl Store {
             .await?
             .n)
         })
+        .await
+    }
+
+    /// Deletes up to `batch` failure rows recorded before `before` (PURGE_FAILURES_OLDER_THAN
+    /// ago): the refused events they keep can no longer be re-driven. Call until it returns 0.
+    pub async fn purge_failures(
+        &self,
+        before: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<i64, StoreError> {
+        self.delete_batch(
+            "WITH gone AS (
+                 DELETE FROM event_failures WHERE ctid = ANY (ARRAY(
+                     SELECT ctid FROM event_failures WHERE failed_at < $1
+                     ORDER BY failed_at LIMIT $2))
+                 RETURNING 1
+             )
+             SELECT count(*) AS n FROM gone",
+            before,
+            batch,
+        )
         .await
     }
 

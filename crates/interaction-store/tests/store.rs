@@ -1189,6 +1189,30 @@ async fn retention_drops_whole_days_but_keeps_days_with_undelivered_events() {
         Some(ChunkState::Forwarded)
     );
     assert_eq!(store.chunk_events(recent).await.unwrap().len(), 4);
+    // The failure row has a retention of its own; once it is past that, the failed chunk's
+    // row goes with the next chunk purge too.
+    let now = chrono::Utc::now();
+    assert_eq!(
+        store
+            .purge_failures(now - chrono::TimeDelta::hours(1), 10)
+            .await
+            .unwrap(),
+        0,
+        "recorded just now"
+    );
+    assert_eq!(
+        store
+            .purge_failures(now + chrono::TimeDelta::minutes(1), 10)
+            .await
+            .unwrap(),
+        1
+    );
+    let mut again = 0;
+    for (low, high) in interaction_store::uncovered(&left, before) {
+        again += store.purge_chunks(low, high, 10).await.unwrap();
+    }
+    assert_eq!(again, 1);
+    assert_eq!(store.chunk_state(failed).await.unwrap(), None);
     assert_eq!(store.pending_event_count().await.unwrap(), 4);
     assert_eq!(
         store.partition_status(&day41).await.unwrap().1,

@@ -225,6 +225,7 @@ fn retention(older_than_days: u64) -> forwarder::purge::Retention {
     forwarder::purge::Retention {
         older_than: Duration::from_secs(older_than_days * 86_400),
         dedup_window: Duration::from_secs(7 * 86_400),
+        failures_older_than: Duration::ZERO,
         batch: 2,
     }
 }

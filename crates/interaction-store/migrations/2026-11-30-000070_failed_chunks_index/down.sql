@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS chunks_failed_created
