@@ -74,15 +74,24 @@ pub enum Endpoint {
         one object is accepted too). Valid items are stored even when others are invalid; each invalid \
         item is reported by index. Also served at `/interact/batch`. The body may be gzip-compressed \
         (`Content-Encoding: gzip`). A `sentAt` (in the body or the `X-Sent-At` header: the device clock \
-        when the request was sent) corrects the timestamps of a device whose clock is wrong.",
-    params(("X-Sent-At" = Option<String>, Header, format = DateTime, description = "The device clock when the request was sent (RFC 3339); not together with a body `sentAt`")),
-    request_body(content = crate::schema::BatchBody, content_type = "application/json"),
+        when the request was sent) corrects the timestamps of a device whose clock is wrong. \
+        Browsers unloading a page may send the beacon form instead: `Content-Type: text/plain`, the \
+        `{\"sentAt\", \"batch\"}` body with the key as `apiKey` beside them (or in the `apiKey` query \
+        parameter) — a simple request, sent without a CORS preflight.",
+    params(
+        ("X-Sent-At" = Option<String>, Header, format = DateTime, description = "The device clock when the request was sent (RFC 3339); not together with a body `sentAt`"),
+        ("apiKey" = Option<String>, Query, description = "The API key, for the text/plain beacon form only (prefer the body: URLs end up in access logs)"),
+    ),
+    request_body(content(
+        (crate::schema::BatchBody = "application/json"),
+        (crate::schema::BeaconBody = "text/plain"),
+    )),
     responses(
         (status = 202, description = "Stored; invalid items listed in `errors`", body = Accepted),
         (status = 400, description = "Not JSON, not events, or every item invalid", body = crate::error::ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = crate::error::ErrorBody),
         (status = 413, description = "Body or batch too large", body = crate::error::ErrorBody),
-        (status = 415, description = "Not application/json, or an unsupported Content-Encoding", body = crate::error::ErrorBody),
+        (status = 415, description = "Not application/json (or text/plain), or an unsupported Content-Encoding", body = crate::error::ErrorBody),
         (status = 429, description = "Rate limited; see Retry-After", body = crate::error::ErrorBody),
         (status = 503, description = "Database unavailable, nothing stored; see Retry-After", body = crate::error::ErrorBody),
     ),
@@ -132,10 +141,14 @@ async fn ingest(
     endpoint: Endpoint,
 ) -> Result<HttpResponse, ApiError> {
     state.rate_limits.check_request(&req)?;
-    let (key_index, tenant) = crate::auth::presented_key(&req)
-        .and_then(|key| state.keys.lookup(key))
-        .ok_or(ApiError::Unauthorized)?;
-    check_content_type(&req)?;
+    let form = body_form(&req, endpoint)?;
+    // A JSON request's key is in a header: checked before its body is read. The beacon
+    // form's may be in the body, so it is looked up once the body is in.
+    let header_key = match (form, crate::auth::presented_key(&req)) {
+        (_, Some(key)) => Some(state.keys.lookup(key).ok_or(ApiError::Unauthorized)?),
+        (BodyForm::Json, None) => return Err(ApiError::Unauthorized),
+        (BodyForm::Beacon, None) => None,
+    };
     let gzip = content_encoding_is_gzip(&req)?;
     let body = read_body(&req, payload, state.body_limit).await?;
     let body = if gzip {
@@ -143,13 +156,23 @@ async fn ingest(
     } else {
         body
     };
+    let (key_index, tenant) = match header_key {
+        Some(found) => found,
+        None => beacon_key(&req, &body)
+            .and_then(|key| state.keys.lookup(&key))
+            .ok_or(ApiError::Unauthorized)?,
+    };
+    if form == BodyForm::Beacon {
+        metrics::counter!("ingest_beacon_requests_total").increment(1);
+    }
 
     let normalizer = Normalizer::new(
         state.rating.profile_for_tenant(&tenant),
         &state.limits,
         chrono::Utc::now(),
     )
-    .with_sent_at(sent_at_header(&req)?);
+    .with_sent_at(sent_at_header(&req)?)
+    .with_body_key(form == BodyForm::Beacon);
     let batch = normalizer.parse_body(&body)?;
     if endpoint == Endpoint::Single && batch.shape == BodyShape::Array {
         return Err(ApiError::BadBody(
@@ -245,18 +268,59 @@ fn write_error(error: WriteError, retry_after: u64) -> ApiError {
     }
 }
 
-fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
-    let value = req
-        .headers()
+/// How a request's body is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyForm {
+    /// `application/json` (or `…+json`), the key in a header.
+    Json,
+    /// `text/plain` on the batch endpoint: a browser's `sendBeacon` or `keepalive` fetch,
+    /// which cannot send a custom header without a CORS preflight; the key is in the body or
+    /// the query.
+    Beacon,
+}
+
+/// The request's [`BodyForm`] from its `Content-Type`, or 415.
+fn body_form(req: &HttpRequest, endpoint: Endpoint) -> Result<BodyForm, ApiError> {
+    if endpoint == Endpoint::Batch && content_type_essence(req) == "text/plain" {
+        return Ok(BodyForm::Beacon);
+    }
+    check_content_type(req).map(|()| BodyForm::Json)
+}
+
+/// The API key of a beacon-form request: the `apiKey` query parameter, else the body's
+/// `apiKey` member. Never logged, never echoed.
+fn beacon_key(req: &HttpRequest, body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Query {
+        #[serde(rename = "apiKey")]
+        api_key: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(rename = "apiKey")]
+        api_key: Option<String>,
+    }
+    web::Query::<Query>::from_query(req.query_string())
+        .ok()
+        .and_then(|query| query.into_inner().api_key)
+        // Read past everything else without keeping it; the body is parsed for real later.
+        .or_else(|| serde_json::from_slice::<Body>(body).ok()?.api_key)
+}
+
+fn content_type_essence(req: &HttpRequest) -> String {
+    req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = value
+        .unwrap_or("")
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
+    let essence = content_type_essence(req);
     if essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
     {

@@ -82,6 +82,23 @@ pub struct BatchEnvelope {
     batch: Vec<InteractionInput>,
 }
 
+/// The browser's beacon form of a batch (`Content-Type: text/plain`, what `sendBeacon` and a
+/// `fetch` with `keepalive` send without a CORS preflight): the API key travels in the body,
+/// since such a request carries no custom header. Only on `/api/v1/logs`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
+pub struct BeaconBody {
+    /// The API key (or send it as the `apiKey` query parameter; a header works too).
+    #[schema(example = "dev-key-change-me")]
+    api_key: String,
+    /// As in `{"sentAt": …, "batch": [...]}`.
+    #[schema(example = "2025-07-09T10:16:00Z", format = DateTime)]
+    sent_at: Option<String>,
+    /// Up to 1000 events (configurable).
+    batch: Vec<InteractionInput>,
+}
+
 /// The device.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]

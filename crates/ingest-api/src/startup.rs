@@ -358,7 +358,12 @@ fn cors(origins: &[String]) -> Cors {
             "authorization",
             "x-sent-at",
         ])
-        .max_age(3600);
+        // A browser may read a cross-origin answer's Retry-After only if it is exposed: the
+        // web SDK waits as told on 429 and 503.
+        .expose_headers(["retry-after"])
+        // Browsers cache the preflight this long (Chromium caps it at 2 h, Firefox at 24 h):
+        // one OPTIONS per origin and page every two hours, not one per batch.
+        .max_age(7200);
     if origins.iter().any(|o| o == "*") {
         return cors.allow_any_origin();
     }

@@ -33,8 +33,9 @@ pub use interaction::{
     Device, Event, Interaction, InteractionType, Setting, UnknownName, format_timestamp,
 };
 pub use normalize::{
-    Batch, BatchEvent, BodyShape, EARLIEST_TIMESTAMP, LATEST_SENT_AT, Limits, MAX_COMMENT_CHARS,
-    MAX_EVENT_ID_CHARS, MAX_ID_CHARS, Normalizer, parse_sent_at, rating_in_range, skew_correction,
+    BODY_KEY, Batch, BatchEvent, BodyShape, EARLIEST_TIMESTAMP, LATEST_SENT_AT, Limits,
+    MAX_COMMENT_CHARS, MAX_EVENT_ID_CHARS, MAX_ID_CHARS, Normalizer, parse_sent_at,
+    rating_in_range, skew_correction,
 };
 pub use profile::{
     Action, ActionRule, DEFAULT_PROFILE, Outcome, Problem, RatingMap, RatingMapError,

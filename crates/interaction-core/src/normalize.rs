@@ -167,6 +167,9 @@ pub struct Normalizer<'a> {
     sent_at: Option<DateTime<Utc>>,
     /// What [`skew_correction`] makes of `sent_at`.
     correction: Option<TimeDelta>,
+    /// Whether a `{"sentAt", "batch"}` body may also hold the API key (`apiKey`): the
+    /// browser's beacon form, which cannot send headers (see [`Self::with_body_key`]).
+    body_key: bool,
 }
 
 impl<'a> Normalizer<'a> {
@@ -179,6 +182,7 @@ impl<'a> Normalizer<'a> {
             now,
             sent_at: None,
             correction: None,
+            body_key: false,
         }
     }
 
@@ -191,6 +195,17 @@ impl<'a> Normalizer<'a> {
             correction: sent_at.and_then(|sent_at| {
                 skew_correction(sent_at, self.now, self.limits.clock_skew_threshold)
             }),
+            ..self
+        }
+    }
+
+    /// The same normalizer for a body whose `{"sentAt", "batch"}` envelope may hold an
+    /// `apiKey` member beside them (a browser's `sendBeacon` or `keepalive` request, which
+    /// sends no custom header; the caller has read and checked the key). Anywhere else an
+    /// `apiKey` member is an unknown field, as before.
+    pub fn with_body_key(self, allowed: bool) -> Self {
+        Self {
+            body_key: allowed,
             ..self
         }
     }
@@ -863,6 +878,10 @@ impl<'de> DeserializeSeed<'de> for BodySeed<'_, '_> {
     }
 }
 
+/// The member of a `{"sentAt", "batch"}` envelope that may carry the API key
+/// ([`Normalizer::with_body_key`]).
+pub const BODY_KEY: &str = "apiKey";
+
 /// Normalizes one item of a body into `batch`.
 fn push(normalizer: &Normalizer<'_>, batch: &mut Batch, index: usize, item: RawItem<'_>) {
     batch.received += 1;
@@ -893,7 +912,14 @@ impl BodySeed<'_, '_> {
             .filter(|f| *f != "sentAt")
             .map(|f| format!("{f:?}"))
             .collect();
-        beside.extend(head.problems.0.iter().map(|p| format!("{:?}", p.field)));
+        let body_key = self.normalizer.body_key;
+        beside.extend(
+            head.problems
+                .0
+                .iter()
+                .filter(|p| !(body_key && p.field == BODY_KEY))
+                .map(|p| format!("{:?}", p.field)),
+        );
         if !beside.is_empty() {
             return Err(self.fail(BodyError::Envelope(beside.join(", "))));
         }

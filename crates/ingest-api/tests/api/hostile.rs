@@ -220,8 +220,9 @@ fn cases() -> Vec<Case> {
                 None,
             )
         },
+        // (text/plain is the browser's beacon form on this endpoint: see protocol.rs.)
         Case {
-            headers: vec![("content-type", "text/plain"), ACME],
+            headers: vec![("content-type", "application/xml"), ACME],
             ..refused(
                 "wrong content type",
                 valid.clone(),

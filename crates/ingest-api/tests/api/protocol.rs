@@ -94,6 +94,102 @@ async fn only_json_is_accepted_415_otherwise() {
     }
 }
 
+/// What a browser sends while a page unloads (`sendBeacon`, `fetch` with `keepalive`): a
+/// simple request, text/plain and no custom header, so the key is in the body or the query.
+#[tokio::test]
+async fn the_beacon_form_takes_the_key_from_the_body_or_the_query_on_the_batch_endpoint() {
+    let app = TestApp::spawn().await;
+    let keyed = |id: &str| {
+        let mut e = event("u");
+        e["eventId"] = json!(id);
+        e
+    };
+    let beacon = |body: Value, path: &'static str| {
+        let app = &app;
+        async move {
+            app.post_raw(
+                path,
+                body.to_string().into_bytes(),
+                &[("content-type", "text/plain;charset=UTF-8")],
+            )
+            .await
+        }
+    };
+    // The key beside the batch; sentAt works as in the JSON form.
+    let sent_at = ingest_api_now_rfc3339();
+    let response = beacon(
+        json!({"apiKey": ACME_KEY, "sentAt": sent_at, "batch": [keyed("b1"), keyed("b2")]}),
+        "/api/v1/logs",
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["count"], 2, "{body}");
+    assert!(
+        !body.to_string().contains(ACME_KEY),
+        "the key is never echoed: {body}"
+    );
+    // The key in the query, the body a bare envelope; a repeat is a duplicate as usual.
+    let response = beacon(
+        json!({"batch": [keyed("b2"), keyed("b3")]}),
+        "/api/v1/logs?apiKey=acme-key-0123456789",
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        (body["count"].as_u64(), body["duplicates"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(app.store.pending_event_count().await.unwrap(), 3);
+    // No key, a wrong key: 401, nothing stored.
+    for (body, path) in [
+        (json!({"batch": [keyed("b4")]}), "/api/v1/logs"),
+        (
+            json!({"apiKey": "nope", "batch": [keyed("b4")]}),
+            "/api/v1/logs",
+        ),
+        (json!({"batch": [keyed("b4")]}), "/api/v1/logs?apiKey=nope"),
+        (json!("not even an object"), "/api/v1/logs"),
+    ] {
+        let (status, error) = error_of(beacon(body.clone(), path).await).await;
+        assert_eq!(status, 401, "{body} {path}: {error}");
+    }
+    // Only the batch endpoint takes the form; in a JSON body the key is an unknown field.
+    let (status, _) = error_of(
+        beacon(
+            json!({"apiKey": ACME_KEY, "batch": [keyed("b5")]}),
+            "/api/v1/log",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 415);
+    let response = app
+        .post_raw(
+            "/api/v1/logs",
+            json!({"apiKey": ACME_KEY, "batch": [keyed("b6")]})
+                .to_string()
+                .into_bytes(),
+            &[
+                ("content-type", "application/json"),
+                ("x-api-key", ACME_KEY),
+            ],
+        )
+        .await;
+    let (status, error) = error_of(response).await;
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("apiKey"),
+        "{error}"
+    );
+    assert_eq!(app.store.pending_event_count().await.unwrap(), 3);
+}
+
+fn ingest_api_now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 #[tokio::test]
 async fn gzip_bodies_are_accepted_within_a_decompressed_cap() {
     let app = TestApp::spawn_with(|c| c.decompressed_limit_bytes = 64 * 1024).await;
@@ -282,6 +378,8 @@ async fn browsers_from_allowed_origins_pass_cors_preflight() {
         allowed.headers()["access-control-allow-origin"],
         "https://app.example.com"
     );
+    // Cached by the browser for two hours (Chromium's most): not one OPTIONS per batch.
+    assert_eq!(allowed.headers()["access-control-max-age"], "7200");
     let refused = preflight("https://evil.example.net").await.unwrap();
     assert!(
         refused
@@ -289,6 +387,28 @@ async fn browsers_from_allowed_origins_pass_cors_preflight() {
             .get("access-control-allow-origin")
             .is_none()
     );
+    // The answer to the request itself may be read by the page, Retry-After included (the
+    // SDK waits as told on 429 and 503).
+    let answer = app
+        .client
+        .post(app.url("/api/v1/logs"))
+        .header("origin", "https://app.example.com")
+        .header("content-type", "application/json")
+        .header("x-api-key", ACME_KEY)
+        .body(json!([event("u")]).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    assert_eq!(
+        answer.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let exposed = answer.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(exposed.contains("retry-after"), "{exposed}");
 }
 
 #[tokio::test]

@@ -342,3 +342,53 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_api_key_may_sit_beside_the_batch_only_when_the_caller_allows_it() {
+    let ok = event("2025-07-09T11:00:00Z");
+    let map = RatingMap::builtin();
+    let limits = Limits::default();
+    let read = |body: &Value, body_key: bool| {
+        Normalizer::new(map.profile("video").unwrap(), &limits, now())
+            .with_body_key(body_key)
+            .parse_body(body.to_string().as_bytes())
+    };
+    // (body, the beacon form allowed, the error wanted or None)
+    let cases = [
+        (json!({"apiKey": "k", "batch": [ok]}), true, None),
+        (
+            json!({"apiKey": "k", "sentAt": "2025-07-09T11:00:00Z", "batch": [ok]}),
+            true,
+            None,
+        ),
+        (
+            json!({"apiKey": "k", "batch": [ok]}),
+            false,
+            Some("may have only \"sentAt\" beside it; got \"apiKey\""),
+        ),
+        (
+            json!({"apiKey": "k", "extra": 1, "batch": [ok]}),
+            true,
+            Some("may have only \"sentAt\" beside it; got \"extra\""),
+        ),
+    ];
+    for (body, body_key, want) in cases {
+        match (read(&body, body_key), want) {
+            (Ok(batch), None) => assert_eq!(batch.events.len(), 1, "{body}"),
+            (Err(error), Some(want)) => {
+                assert!(error.to_string().contains(want), "{body}: {error}")
+            }
+            (result, _) => panic!("{body} (body key {body_key}): {result:?}"),
+        }
+    }
+    // In an event the key is an unknown field, beacon or not: the item is refused.
+    let mut keyed = ok.clone();
+    keyed["apiKey"] = json!("k");
+    let batch = read(&json!({"batch": [ok, keyed]}), true).unwrap();
+    assert_eq!(batch.events.len(), 1);
+    assert_eq!(
+        (batch.errors[0].index, batch.errors[0].field.as_str()),
+        (1, "apiKey")
+    );
+    assert_eq!(interaction_core::BODY_KEY, "apiKey");
+}
