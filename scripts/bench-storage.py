@@ -397,26 +397,70 @@ class Wal:
         lsn_bytes = int(self.session.query(f"SELECT pg_wal_lsn_diff('{end}', '{start}')::int8")[0][0])
         if not self.walinspect or lsn_bytes == 0:
             return lsn_bytes, (0 if self.walinspect else None)
-        try:
-            # Wait until the end is flushed (the function refuses a future LSN).
-            for _ in range(100):
-                flushed = self.session.query(
-                    f"SELECT pg_current_wal_flush_lsn() >= '{end}'::pg_lsn")[0][0]
-                if flushed == "t":
+        error: Exception | None = None
+        for _ in range(20):
+            try:
+                # The function refuses an end not flushed yet: wait for it.
+                self.session.query(f"""DO $w$ BEGIN
+                    WHILE pg_current_wal_flush_lsn() < '{end}'::pg_lsn LOOP PERFORM pg_sleep(0.02); END LOOP;
+                    END $w$""", timeout=30)
+                rows = self.session.query(
+                    f"""WITH r AS (SELECT xid, record_length, block_ref
+                                    FROM pg_get_wal_records_info('{start}', '{end}')),
+                             ours AS (SELECT DISTINCT xid FROM r
+                                      WHERE xid <> '0' AND block_ref LIKE '%/{self.db_oid}/%')
+                        SELECT coalesce(sum(record_length), 0)::int8 FROM r
+                        WHERE block_ref LIKE '%/{self.db_oid}/%' OR xid IN (SELECT xid FROM ours)""",
+                    timeout=600)
+                return lsn_bytes, int(rows[0][0])
+            except (SqlError, TimeoutError) as e:
+                error = e
+                if "future end LSN" not in str(e):
                     break
-                time.sleep(0.05)
-            rows = self.session.query(
-                f"""WITH r AS (SELECT xid, record_length, block_ref
-                                FROM pg_get_wal_records_info('{start}', '{end}')),
-                         ours AS (SELECT DISTINCT xid FROM r
-                                  WHERE xid <> '0' AND block_ref LIKE '%/{self.db_oid}/%')
-                    SELECT coalesce(sum(record_length), 0)::int8 FROM r
-                    WHERE block_ref LIKE '%/{self.db_oid}/%' OR xid IN (SELECT xid FROM ours)""",
-                timeout=600)
-            return lsn_bytes, int(rows[0][0])
-        except (SqlError, TimeoutError) as error:
-            log(f"pg_walinspect could not read {start}..{end} ({error}); cluster LSN only")
-            return lsn_bytes, None
+                time.sleep(0.25)
+        log(f"pg_walinspect could not read {start}..{end} ({str(error)[:160]}); cluster LSN only")
+        return lsn_bytes, None
+
+
+# --------------------------------------------------------------------------------------------
+# Autoanalyze, when the server runs without autovacuum
+
+
+class AutoAnalyze:
+    """ANALYZEs every table whose changes since its last analyze pass autovacuum's default
+    threshold (50 rows + 10 %), every `interval` seconds, in `dbs`. Started only when the
+    server runs with autovacuum off: without it today's partition, filling during the ingest
+    runs, keeps the statistics of when it was empty, and the relay's `chunk_id = ANY(...)`
+    reads it whole (a Parallel Seq Scan) instead of through its index — a server setting,
+    not what production (autovacuum on, PostgreSQL's default) does."""
+
+    def __init__(self, pg: Pg, dbs: list[str], interval: float = 15):
+        self.pg, self.dbs, self.interval = pg, dbs, interval
+        self.stopping = threading.Event()
+        self.analyzed = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            for db in self.dbs:
+                try:
+                    tables = self.pg.rows(db, """
+                        SELECT format('%I.%I', s.schemaname, s.relname)
+                        FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+                        WHERE c.relkind = 'r' AND s.relname <> 'events_old'
+                          AND s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0)""", timeout=60)
+                    for (table,) in tables:
+                        if self.stopping.is_set():
+                            return
+                        self.pg.rows(db, f"SET lock_timeout = '1s'; ANALYZE {table}", timeout=300)
+                        self.analyzed += 1
+                except Exception:  # noqa: BLE001 - a table dropped meanwhile, a lock: next round
+                    pass
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=330)
 
 
 # --------------------------------------------------------------------------------------------
@@ -527,6 +571,7 @@ class Bench:
         self.today = self.started.date()
         self.days = [self.today - dt.timedelta(days=args.days - i) for i in range(args.days)]
         self.chunks_per_day = args.events_per_day // args.chunk_events
+        self.autoanalyze: AutoAnalyze | None = None
 
     # -- helpers --
 
@@ -556,10 +601,11 @@ class Bench:
             SELECT current_setting('server_version'), current_setting('shared_buffers'),
                    current_setting('max_wal_size'), current_setting('data_directory'),
                    current_setting('checkpoint_timeout'), current_setting('wal_level'),
-                   EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_walinspect')""",
+                   EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_walinspect'),
+                   current_setting('autovacuum')""",
                             timeout=30)[0]
         self.r["pg"] = {"version": info[0], "shared_buffers": info[1], "max_wal_size": info[2],
-                        "checkpoint_timeout": info[4], "wal_level": info[5]}
+                        "checkpoint_timeout": info[4], "wal_level": info[5], "autovacuum": info[7]}
         self.walinspect_available = info[6] == "t"
         try:
             free = shutil.disk_usage(info[3]).free
@@ -599,13 +645,16 @@ class Bench:
                 log(f"pg_walinspect unavailable ({error}); WAL from the cluster's LSN only")
         log(f"databases {self.db} (to load) and {self.empty_db} (kept empty); logs in {self.workdir}")
 
-    def start_services(self) -> None:
-        for name, db in (("ingest-api-loaded", self.db), ("ingest-api-empty", self.empty_db)):
+    def start_services(self, quiet: bool = False) -> None:
+        self.generation = getattr(self, "generation", 0) + 1
+        for name, db in ((f"ingest-api-loaded-{self.generation}", self.db),
+                         (f"ingest-api-empty-{self.generation}", self.empty_db)):
             service = IngestApi(self.a.bin_dir, name, self.pg, db, self.a.amqp_url,
                                 f"{self.prefix}-{'loaded' if db == self.db else 'empty'}", self.workdir)
             self.services.append(service)
             seconds = service.wait_ready()
-            log(f"{name} ready in {seconds:.1f} s (migrated {db}) on {service.url}")
+            if not quiet:
+                log(f"{name} ready in {seconds:.1f} s (migrated {db}) on {service.url}")
         self.loaded_api, self.empty_api = self.services
 
     def load(self) -> None:
@@ -812,13 +861,26 @@ COMMIT;
         return self.r["loaded_events"] + int(self.pg.value(
             self.db, f"SELECT count(*) FROM events WHERE received_at >= '{since}'", timeout=300) or 0)
 
+    def start_autoanalyze(self) -> None:
+        if self.r["pg"]["autovacuum"] == "on":
+            return
+        log("the server runs with autovacuum off: ANALYZE as autovacuum would (50 rows + 10 % changed), "
+            "every 15 s, until the retention phase")
+        self.autoanalyze = AutoAnalyze(self.pg, [self.db, self.empty_db])
+
+    def stop_autoanalyze(self) -> None:
+        if self.autoanalyze is not None:
+            self.autoanalyze.stop()
+            self.r["autoanalyzed"] = self.autoanalyze.analyzed
+            self.autoanalyze = None
+
     def restart_loaded(self) -> None:
         """A fresh ingest-api on the loaded store: its start-up (migrations, partition upkeep)
         at 50M, and connections that start after the load, as after a deploy."""
         old = self.loaded_api
         old.stop()
         self.services.remove(old)
-        service = IngestApi(self.a.bin_dir, "ingest-api-loaded-2", self.pg, self.db, self.a.amqp_url,
+        service = IngestApi(self.a.bin_dir, "ingest-api-loaded-restarted", self.pg, self.db, self.a.amqp_url,
                             old.prefix, self.workdir)
         self.services.insert(0, service)
         self.loaded_api = service
@@ -828,13 +890,27 @@ COMMIT;
     def empty_the_empty_store(self) -> None:
         self.pg.rows(self.empty_db, "SET lock_timeout = '20s'; TRUNCATE events, chunks, event_keys", timeout=60)
 
+    def server_counters(self) -> tuple[str, int]:
+        """The cluster's WAL insert position and requested + timed checkpoints so far."""
+        row = self.pg.rows("postgres", "SELECT pg_current_wal_insert_lsn(), "
+                                       "checkpoints_req + checkpoints_timed FROM pg_stat_bgwriter", timeout=30)[0]
+        return row[0], int(row[1])
+
+    def counters_since(self, before: tuple[str, int], events: int) -> dict:
+        after = self.server_counters()
+        wal = int(self.pg.value("postgres", f"SELECT pg_wal_lsn_diff('{after[0]}', '{before[0]}')::int8", timeout=30))
+        return {"wal_per_event": wal / max(1, events), "checkpoints": after[1] - before[1]}
+
     def ingest_run(self, service: IngestApi, seconds: int) -> dict:
         bench = self.a.bin_dir / "bench"
+        before = self.server_counters()
         result = run([str(bench), "--load-only", f"127.0.0.1:{service.port}", "--clients",
                       str(self.a.clients), "--seconds", str(seconds), "--events", "100"],
                      timeout=seconds + 120, env={**os.environ, "RUST_LOG": "warn"})
         start = result.stdout.find("{")
-        return json.loads(result.stdout[start:])
+        out = json.loads(result.stdout[start:])
+        out.update(self.counters_since(before, out["events"]))
+        return out
 
     def ingest(self) -> None:
         a = self.a
@@ -855,7 +931,8 @@ COMMIT;
             runs[which].append(result)
             log(f"  {which:6s} store ({thousands(stored)} events): {thousands(result['events_per_s'])} "
                 f"events/s, p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
-                f"{result['errors']} errors")
+                f"{result['errors']} errors; WAL {result['wal_per_event']:.0f} B/event, "
+                f"{result['checkpoints']} checkpoints")
             purge_queue(service.prefix)
             if which == "empty":
                 self.empty_the_empty_store()
@@ -871,11 +948,17 @@ COMMIT;
             return
         log(f"keyed SQL writes: 4 sessions × 1000 keyed events per statement, {a.keyed_seconds} s "
             f"a run, {a.keyed_runs} runs per store, interleaved")
-        runs: dict[str, list[float]] = {"loaded": [], "empty": []}
+        runs: dict[str, list[dict]] = {"loaded": [], "empty": []}
         statement = INSERT_CHUNK_GENERATED % {"tenant": "'tenant_' || lpad(floor(random() * 50)::int::text, 2, '0')", "n": 1000}
         block = ("DO $bench$ DECLARE deadline timestamptz := clock_timestamp() + interval '%d seconds'; "
                  "BEGIN WHILE clock_timestamp() < deadline LOOP EXECUTE %s; COMMIT; END LOOP; END $bench$;"
                  % (a.keyed_seconds, lit(statement)))
+        # The chunks written here are left `pending`, as the service writes them: its relay would
+        # publish them (and read their events) during the runs. The services are stopped
+        # meanwhile, and the chunks marked forwarded after each run.
+        for service in list(self.services):
+            service.stop()
+        self.services.clear()
         pattern = (["loaded", "empty", "empty", "loaded"] * a.keyed_runs)[: 2 * a.keyed_runs]
         for which in pattern:
             db = self.db if which == "loaded" else self.empty_db
@@ -883,6 +966,7 @@ COMMIT;
                 self.empty_the_empty_store()
             seq = int(self.pg.value(db, "SELECT coalesce(max(id), 0) FROM chunks") or 0)
             time.sleep(2)
+            before = self.server_counters()
             t0 = time.monotonic()
             with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
                 futures = [pool.submit(self.pg.rows, db, block, a.keyed_seconds + 120) for _ in range(4)]
@@ -895,10 +979,16 @@ COMMIT;
             seconds = time.monotonic() - t0
             events = int(self.pg.value(db, f"SELECT coalesce(sum(event_count), 0) FROM chunks WHERE id > {seq}"))
             rate = events / max(seconds, a.keyed_seconds)
-            runs[which].append(rate)
-            log(f"  {which:6s} store: {thousands(rate)} keyed events/s")
+            run_result = {"events_per_s": rate, **self.counters_since(before, events)}
+            runs[which].append(run_result)
+            log(f"  {which:6s} store: {thousands(rate)} keyed events/s; WAL {run_result['wal_per_event']:.0f} "
+                f"B/event, {run_result['checkpoints']} checkpoints")
+            self.pg.rows(db, f"""UPDATE chunks SET state = 'forwarded', published_at = created_at,
+                                 forwarded_at = now(), delivered = int4multirange(int4range(0, event_count))
+                                 WHERE id > {seq} AND state = 'pending'""", timeout=300)
         self.empty_the_empty_store()
         self.r["keyed"] = runs
+        self.start_services(quiet=True)
 
     def health(self) -> None:
         a = self.a
@@ -979,11 +1069,39 @@ COMMIT;
                            "page_max_ms": max(page_ms)})
             log(f"  pass {attempt + 1}: {thousands(rows_total)} rows in {pages} pages, {total:.2f} s, "
                 f"{thousands(rows_total / total)} rows/s")
+        # The same pages read in the server (PL/pgSQL, EXECUTE … USING: planned with the values,
+        # as the service's statement is): what the database takes, without the client's share.
+        page_sql = REPLAY_PAGE.replace("$1", "$1::text").replace("$5", "$5::int8")
+        s.notices.clear()
+        s.query(f"""DO $replay$
+            DECLARE since timestamptz := {lit(since)}; after_id int8 := 0; n int8 := 0; pages int := 0;
+                    got int; r record; t0 timestamptz := clock_timestamp();
+            BEGIN
+                LOOP
+                    got := 0;
+                    FOR r IN EXECUTE {lit(page_sql)} USING {lit(tenant)}, since, {lit(until)}::timestamptz,
+                                                         after_id, {a.replay_page} LOOP
+                        got := got + 1; since := r.received_at; after_id := r.id;
+                    END LOOP;
+                    n := n + got; pages := pages + 1;
+                    EXIT WHEN got < {a.replay_page};
+                END LOOP;
+                RAISE NOTICE 'replay rows=% pages=% seconds=%', n, pages,
+                    extract(epoch FROM clock_timestamp() - t0);
+            END $replay$""", timeout=a.replay_timeout)
+        server = None
+        for line in s.notices:
+            m = re.search(r"replay rows=(\d+) pages=(\d+) seconds=([\d.]+)", line)
+            if m:
+                server = {"rows": int(m.group(1)), "pages": int(m.group(2)), "seconds": float(m.group(3))}
+                server["rows_per_s"] = server["rows"] / max(server["seconds"], 1e-9)
+                log(f"  in the server: {thousands(server['rows'])} rows in {server['seconds']:.3f} s, "
+                    f"{thousands(server['rows_per_s'])} rows/s")
         s.close()
         if passes[0]["rows"] != expected:
             log(f"  replay read {passes[0]['rows']} rows, expected {expected}")
         self.r["replay"] = {"tenant": tenant, "since": since, "until": until, "expected": expected,
-                            "passes": passes, "plan": plan}
+                            "passes": passes, "plan": plan, "server": server}
 
     def retention(self) -> None:
         a = self.a
@@ -1017,17 +1135,26 @@ COMMIT;
         seconds, out = s.timed(f"""
             BEGIN;
             SET LOCAL lock_timeout = '2s';
+            SELECT extract(epoch FROM clock_timestamp())::text;
             {bind("SELECT coalesce((SELECT greatest(reltuples, 0)::int8 FROM pg_class WHERE oid = to_regclass($1)), 0) AS n", name)};
             ALTER TABLE events DETACH PARTITION "{name}";
+            SELECT extract(epoch FROM clock_timestamp())::text;
             {bind(UNFINISHED_CHUNKS, low, high)};
+            SELECT extract(epoch FROM clock_timestamp())::text;
             DROP TABLE "{name}";
+            SELECT extract(epoch FROM clock_timestamp())::text;
             COMMIT""", timeout=120)
+        marks = [float(x[0]) for x in (out[0], out[2], out[4], out[5])]
+        out = [out[1], out[3]]
+        steps = {"detach_ms": (marks[1] - marks[0]) * 1000, "unfinished_ms": (marks[2] - marks[1]) * 1000,
+                 "drop_ms": (marks[3] - marks[2]) * 1000}
         end = wal.lsn()
         lsn_bytes, ours = wal.between(start, end)
         drop = {"seconds": seconds, "lsn_bytes": lsn_bytes, "attributed": ours, "rows": rows,
-                "estimated": int(out[0][0]), "unfinished": int(out[1][0])}
-        log(f"  DETACH + DROP: {seconds * 1000:.0f} ms, WAL {mib(ours if ours is not None else lsn_bytes)} "
-            f"(cluster LSN {mib(lsn_bytes)})")
+                "estimated": int(out[0][0]), "unfinished": int(out[1][0]), **steps}
+        log(f"  DETACH + DROP: {seconds * 1000:.0f} ms (DETACH {steps['detach_ms']:.0f}, unfinished chunks "
+            f"{steps['unfinished_ms']:.0f}, DROP {steps['drop_ms']:.0f}), WAL "
+            f"{mib(ours if ours is not None else lsn_bytes)} (cluster LSN {mib(lsn_bytes)})")
 
         # Old: the DELETE-based purge of the same rows from events_old, 10,000 a statement
         # (it joins `chunks`: before the day's chunk rows are deleted below).
@@ -1107,6 +1234,9 @@ COMMIT;
                   "complete": complete, "lsn_bytes": lsn_total,
                   "attributed": ours_total if ours_known else None,
                   "first_batch_ms": batch_ms[0] if batch_ms else None,
+                  "batch_p50_ms": quantile(batch_ms, .5) if batch_ms else None,
+                  "batch_max_ms": max(batch_ms) if batch_ms else None,
+                  "slow_batches": sum(1 for t in batch_ms if t > 1000),
                   "last_batch_ms": (batch_ms[-2] if complete and len(batch_ms) > 1
                                     else batch_ms[-1] if batch_ms else None)}
         wal_bytes = result["attributed"] if result["attributed"] is not None else lsn_total
@@ -1143,6 +1273,13 @@ COMMIT;
         w(f"Machine: {r['machine']}. PostgreSQL {pg['version']} (shared, as configured: shared_buffers "
           f"{pg['shared_buffers']}, max_wal_size {pg['max_wal_size']}, wal_level {pg['wal_level']}). "
           f"Binaries built from `{r['commit']}`. Run time {(finished - self.started).total_seconds() / 60:.0f} min.")
+        if pg.get("autovacuum") == "off":
+            w("")
+            w(f"The server runs with `autovacuum = off`: the script ANALYZEd tables as autovacuum's default "
+              f"threshold would (50 rows + 10 % changed, checked every 15 s; {r.get('autoanalyzed', 0)} ANALYZEs) "
+              f"from the end of the load to the retention phase, and VACUUMed the loaded tables once after loading. "
+              f"No other vacuum ran (in production autovacuum would also vacuum `chunks`, today's partition and "
+              f"the table the old purge deletes from).")
         w("")
         w(f"Store: {thousands(r['loaded_events'])} events in {a.days} day partitions "
           f"({self.days[0]} .. {self.days[-1]}, {thousands(a.events_per_day)} a day, one chunk row per "
@@ -1167,8 +1304,8 @@ COMMIT;
               f"{'yes' if ratio >= 0.9 else '**no**'} |")
         keyed = r.get("keyed")
         if keyed and keyed["loaded"] and keyed["empty"]:
-            lo = statistics.median(keyed["loaded"])
-            em = statistics.median(keyed["empty"])
+            lo = statistics.median(x["events_per_s"] for x in keyed["loaded"])
+            em = statistics.median(x["events_per_s"] for x in keyed["empty"])
             w(f"| keyed SQL writes (every event with an eventId; 4 sessions × 1000 events/statement, no HTTP): "
               f"{thousands(r['loaded_keys'] / 1e6)}M keys vs empty | {thousands(lo)} vs {thousands(em)} events/s "
               f"({lo / em * 100:.0f} %) | (≥ 90 %) | {'yes' if lo / em >= 0.9 else '**no**'} |")
@@ -1217,10 +1354,12 @@ COMMIT;
         rp = r.get("replay")
         if rp:
             p1, p2 = rp["passes"]
+            sv = rp.get("server")
             w(f"| replay of one tenant's hour ({rp['tenant']}, {thousands(p1['rows'])} events, "
-              f"{p1['pages']} pages of {a.replay_page}, rows to the client) | {thousands(p1['rows_per_s'])} rows/s "
-              f"(page p50 {p1['page_p50_ms']:.1f} ms, max {p1['page_max_ms']:.1f}); again: "
-              f"{thousands(p2['rows_per_s'])} rows/s | – | |")
+              f"{p1['pages']} pages of {a.replay_page}) | "
+              + (f"in the server {thousands(sv['rows_per_s'])} rows/s ({sv['seconds'] * 1000:,.0f} ms); " if sv else "")
+              + f"to a psql client {thousands(p1['rows_per_s'])} rows/s (page p50 {p1['page_p50_ms']:.1f} ms, "
+              f"max {p1['page_max_ms']:.1f}), again {thousands(p2['rows_per_s'])} rows/s | – | |")
         h = r.get("health")
         if r.get("startup_seconds") is not None:
             w(f"| ingest-api start on the loaded store (migrations, partition upkeep) to `/readyz` | "
@@ -1245,8 +1384,8 @@ COMMIT;
         if ing:
             w("Ingest runs (`bench --load-only`, events/s, in the order run):")
             w("")
-            w("| store | stored before | events/s | p50 ms | p99 ms | errors |")
-            w("|---|---:|---:|---:|---:|---:|")
+            w("| store | stored before | events/s | p50 ms | p99 ms | errors | WAL B/event | checkpoints |")
+            w("|---|---:|---:|---:|---:|---:|---:|---:|")
             order = []
             li, ei = iter(ing["loaded"]), iter(ing["empty"])
             pattern = (["loaded", "empty", "empty", "loaded"] * a.ingest_runs)[: 2 * a.ingest_runs]
@@ -1254,11 +1393,15 @@ COMMIT;
                 order.append((which, next(li if which == "loaded" else ei)))
             for which, x in order:
                 w(f"| {which} | {thousands(x['stored_before'])} | {thousands(x['events_per_s'])} | "
-                  f"{x['p50_ms']:.1f} | {x['p99_ms']:.1f} | {x['errors']} |")
+                  f"{x['p50_ms']:.1f} | {x['p99_ms']:.1f} | {x['errors']} | {x['wal_per_event']:,.0f} | "
+                  f"{x['checkpoints']} |")
             w("")
             if keyed:
-                w("Keyed SQL writes, events/s: loaded " + ", ".join(thousands(x) for x in keyed["loaded"])
-                  + "; empty " + ", ".join(thousands(x) for x in keyed["empty"]) + ".")
+                w("Keyed SQL writes (`INSERT_CHUNK_SQL` with generated rows, 1000 keyed events a statement, 4 "
+                  "sessions), per run: " + "; ".join(
+                      f"{which} {thousands(x['events_per_s'])} events/s, WAL {x['wal_per_event']:,.0f} B/event, "
+                      f"{x['checkpoints']} checkpoints"
+                      for which in ("loaded", "empty") for x in keyed[which]) + ".")
                 w("")
         if dk:
             w(f"Disk: events {mib(dk['events_total'])} for {thousands(r['loaded_events'])} events; `event_keys` "
@@ -1270,14 +1413,17 @@ COMMIT;
             d = ret["drop"]
             w(f"WAL: \"attributed\" sums the records (pg_walinspect) that touched this database's relations or "
               f"belong to a transaction that did; the cluster's LSN moved {mib(d['lsn_bytes'])} during the "
-              f"DETACH + DROP (other databases share the server). The drop transaction also counted "
-              f"{d['unfinished']} unfinished chunks (none: the partition may go) as `drop_partition` does.")
+              f"DETACH + DROP (other databases share the server). The drop transaction is "
+              f"`drop_partition`'s: DETACH {d['detach_ms']:,.0f} ms (its lock included), the count of "
+              f"unfinished chunks of the day {d['unfinished_ms']:,.0f} ms ({d['unfinished']}), DROP "
+              f"{d['drop_ms']:,.0f} ms, the rest commit and round trips.")
             o = ret["old"]
-            w(f"Old purge batches: first {o['first_batch_ms'] or 0:,.0f} ms, last full one "
-              f"{o['last_batch_ms'] or 0:,.0f} ms.")
+            w(f"Old purge batches: first {o['first_batch_ms'] or 0:,.0f} ms, p50 {o['batch_p50_ms'] or 0:,.0f} ms, "
+              f"max {o['batch_max_ms'] or 0:,.0f} ms, last full one {o['last_batch_ms'] or 0:,.0f} ms.")
             k = ret.get("keys")
             if k:
-                w(f"Key expiry batches: first {k['first_batch_ms'] or 0:,.0f} ms, last full one "
+                w(f"Key expiry batches: first {k['first_batch_ms'] or 0:,.0f} ms, p50 {k['batch_p50_ms'] or 0:,.0f} ms, "
+                  f"max {k['batch_max_ms'] or 0:,.0f} ms ({k['slow_batches']} over 1 s), last full one "
                   f"{k['last_batch_ms'] or 0:,.0f} ms.")
             w("")
         if rp:
@@ -1300,6 +1446,8 @@ COMMIT;
     # -- clean-up --
 
     def cleanup(self) -> None:
+        if self.autoanalyze is not None:
+            self.autoanalyze.stopping.set()
         for s in self.sessions:
             try:
                 s.close()
@@ -1376,11 +1524,13 @@ def main() -> int:
         bench.start_services()
         bench.load()
         bench.disk()
+        bench.start_autoanalyze()
         bench.restart_loaded()
         bench.ingest()
         bench.keyed_writes()
         bench.health()
         bench.replay()
+        bench.stop_autoanalyze()
         bench.retention()
         report = bench.report()
     except KeyboardInterrupt:
