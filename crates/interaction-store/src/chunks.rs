@@ -315,7 +315,7 @@ taken AS (
 UPDATE chunks SET leased_until = now() + $2 * interval '1 microsecond'
 FROM taken
 WHERE chunks.id = taken.id
-RETURNING chunks.id, chunks.tenant,
+RETURNING chunks.id, chunks.tenant, chunks.created_at,
           extract(epoch FROM now() - taken.since)::float8 AS age_seconds"
         )
     };
@@ -341,6 +341,8 @@ struct ClaimedRow {
     id: i64,
     #[diesel(sql_type = Text)]
     tenant: String,
+    #[diesel(sql_type = Timestamptz)]
+    created_at: DateTime<Utc>,
     #[diesel(sql_type = Double)]
     age_seconds: f64,
 }
@@ -352,14 +354,24 @@ fn micros(duration: Duration) -> i64 {
     i64::try_from(duration.as_micros()).map_or(CAP, |us| us.min(CAP))
 }
 
+/// How far from its chunk's `created_at` an event's `received_at` is looked for. They are
+/// equal (one statement writes both, `now()` is the transaction's start); the margin only
+/// keeps a hand-edited row from going unseen, while the bound still spares the partitions of
+/// every other day a probe of their chunk index.
+const RECEIVED_MARGIN: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
 /// The events of the given chunks, by chunk, in write order; a chunk with a row that cannot be
-/// read maps to the reason instead (its other chunks are not affected).
+/// read maps to the reason instead (its other chunks are not affected). `created` spans the
+/// chunks' `created_at`: only the day partitions around it are read.
 async fn load_events(
     conn: &mut diesel_async::AsyncPgConnection,
     ids: &[i64],
+    created: (DateTime<Utc>, DateTime<Utc>),
 ) -> Result<HashMap<i64, Result<Vec<Event>, String>>, StoreError> {
     let rows: Vec<StoredEvent> = events::table
         .filter(events::chunk_id.eq_any(ids))
+        .filter(events::received_at.ge(created.0 - RECEIVED_MARGIN))
+        .filter(events::received_at.le(created.1 + RECEIVED_MARGIN))
         .order(events::id)
         .select(StoredEvent::as_select())
         .load(conn)
@@ -557,7 +569,12 @@ impl Store {
                 return Ok(Claimed::default());
             }
             let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
-            let mut by_chunk = load_events(conn, &ids).await?;
+            let created = rows.iter().map(|row| row.created_at);
+            let span = (
+                created.clone().min().unwrap_or_default(),
+                created.max().unwrap_or_default(),
+            );
+            let mut by_chunk = load_events(conn, &ids, span).await?;
             let mut claimed = Claimed::default();
             for row in rows {
                 let age = Duration::try_from_secs_f64(row.age_seconds).unwrap_or_default();

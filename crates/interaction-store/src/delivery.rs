@@ -39,11 +39,15 @@ struct Count {
 
 /// The rows of a replay: a tenant's (`$1`), from the cursor (`$2` received at, `$4` row id;
 /// exclusive) to `$3` (received before), in `(received_at, id)` order — the order of the
-/// `events_tenant_received` index, so a page is one range of it, whatever the table's size.
+/// `(tenant, received_at, id)` index of each day partition, so a page is one range of it in
+/// each partition the window overlaps, whatever the table's size.
+/// `received_at >= $2` is implied by the row comparison but spelled out: PostgreSQL prunes
+/// partitions by plain comparisons only, and without it every page would read every older
+/// day partition (measured: 7 empty ones cost 3.9 ms of a 4.5 ms page).
 /// A macro, not a const, so that [`REPLAY_PAGE`] and the count share the text with `concat!`.
 macro_rules! replay_where {
     () => {
-        "WHERE tenant = $1 AND received_at < $3 AND (received_at, id) > ($2, $4)"
+        "WHERE tenant = $1 AND received_at >= $2 AND received_at < $3 AND (received_at, id) > ($2, $4)"
     };
 }
 

@@ -1028,6 +1028,14 @@ async fn a_replay_page_is_one_range_of_its_index_and_resumes_after_any_row() {
                 .unwrap();
         }
     }
+    // An older day partition: a page of today's window must not read it.
+    let old = store
+        .insert_chunks(&[("t3", vec![&event(9_999, None)])])
+        .await
+        .unwrap()[0]
+        .chunk_id
+        .unwrap();
+    db.age_chunk(old, 3).await;
     db.execute("ANALYZE events").await;
     let until = chrono::Utc::now() + chrono::TimeDelta::seconds(1);
     // Pages much smaller than the tenant's range, as on a large store: read in index order,
@@ -1046,6 +1054,11 @@ async fn a_replay_page_is_one_range_of_its_index_and_resumes_after_any_row() {
     assert!(
         plan.to_string().contains(&format!("using {index}")),
         "{plan}"
+    );
+    assert_eq!(
+        plan.nodes,
+        ["Limit", "Index Scan"],
+        "one partition read, no Append over older days: {plan}"
     );
     // Paging by (received_at, id) from any row: every event of the tenant once, in order.
     let mut seen = Vec::new();
