@@ -55,7 +55,7 @@ STARTED = time.monotonic()
 REPLAY_PAGE = (
     "SELECT id, chunk_id, tenant, event_id, occurred_at, subscriber, asset_id, interaction, "
     "rating, comment, context_id, device, received_at, original_occurred_at FROM events "
-    "WHERE tenant = $1 AND received_at < $3 AND (received_at, id) > ($2, $4) "
+    "WHERE tenant = $1 AND received_at >= $2 AND received_at < $3 AND (received_at, id) > ($2, $4) "
     "ORDER BY received_at, id LIMIT $5"
 )
 # lib.rs, Store::pending_event_count (diesel: `state = ANY($1)`, a prepared statement).
@@ -98,7 +98,7 @@ INSERT_CHUNK_GENERATED = """
 WITH chunk AS (SELECT nextval(pg_get_serial_sequence('chunks', 'id')) AS id, %(tenant)s::text AS tenant),
 numbered AS (
     SELECT u.*, row_number() OVER (PARTITION BY u.event_id ORDER BY u.ord) = 1 AS first
-    FROM (SELECT gen_random_uuid()::text AS event_id, now() - random() * interval '10 minutes' AS occurred_at,
+    FROM (SELECT %(key)s AS event_id, now() - random() * interval '10 minutes' AS occurred_at,
                  'sub_' || lpad(floor(random() * 1000000)::int::text, 8, '0') AS subscriber,
                  'asset_' || lpad(floor(random() * 10000)::int::text, 4, '0') AS asset_id,
                  'play' AS interaction, 0.5::float8 AS rating, NULL::text AS comment,
@@ -139,6 +139,19 @@ INTERACTIONS = [
 
 # --------------------------------------------------------------------------------------------
 # Output
+
+
+def key_sql(kind: str, at: str) -> str:
+    """SQL for an eventId received at `at`: a UUIDv7 (48-bit millisecond time, then random
+    bits; what the web SDK sends, and what docs/client-integration.md recommends) or a random
+    UUIDv4. The kind decides where keys land in `event_keys`' primary key: v7 keys of a tenant
+    go to its rightmost leaf, v4 keys to a random leaf of the whole index."""
+    if kind == "v4":
+        return "gen_random_uuid()::text"
+    hex_ms = f"lpad(to_hex(floor(extract(epoch FROM {at}) * 1000)::int8), 12, '0')"
+    rand = "md5(random()::text || clock_timestamp()::text)"
+    return (f"(substr({hex_ms}, 1, 8) || '-' || substr({hex_ms}, 9, 4) || '-7' || "
+            f"substr({rand}, 1, 3) || '-8' || substr({rand}, 4, 3) || '-' || substr({rand}, 7, 12))")
 
 
 def log(message: str) -> None:
@@ -792,7 +805,7 @@ INSERT INTO chunks (id, tenant, event_count, state, created_at, published_at, fo
 INSERT INTO events (id, chunk_id, tenant, event_id, occurred_at, subscriber, asset_id,
                     interaction, rating, comment, context_id, device, received_at)
     SELECT (g.c - 1) * {epc} + k + 1, g.c, g.tenant,
-           CASE WHEN random() < {a.keyed_percent / 100.0} THEN gen_random_uuid()::text END,
+           CASE WHEN random() < {a.keyed_percent / 100.0} THEN {key_sql(a.key_kind, 'g.ts')} END,
            g.ts - random() * interval '10 minutes',
            'sub_' || lpad(floor(random() * {a.subscribers})::int::text, 8, '0'),
            'asset_' || lpad(floor(random() * 10000)::int::text, 4, '0'),
@@ -949,7 +962,11 @@ COMMIT;
         log(f"keyed SQL writes: 4 sessions × 1000 keyed events per statement, {a.keyed_seconds} s "
             f"a run, {a.keyed_runs} runs per store, interleaved")
         runs: dict[str, list[dict]] = {"loaded": [], "empty": []}
-        statement = INSERT_CHUNK_GENERATED % {"tenant": "'tenant_' || lpad(floor(random() * 50)::int::text, 2, '0')", "n": 1000}
+        statement = INSERT_CHUNK_GENERATED % {
+            "tenant": "'tenant_' || lpad(floor(random() * 50)::int::text, 2, '0')",
+            "n": 1000,
+            "key": key_sql(a.key_kind, "clock_timestamp()"),
+        }
         block = ("DO $bench$ DECLARE deadline timestamptz := clock_timestamp() + interval '%d seconds'; "
                  "BEGIN WHILE clock_timestamp() < deadline LOOP EXECUTE %s; COMMIT; END LOOP; END $bench$;"
                  % (a.keyed_seconds, lit(statement)))
@@ -1284,7 +1301,7 @@ COMMIT;
         w(f"Store: {thousands(r['loaded_events'])} events in {a.days} day partitions "
           f"({self.days[0]} .. {self.days[-1]}, {thousands(a.events_per_day)} a day, one chunk row per "
           f"{a.chunk_events} events, all `forwarded`), {a.tenants} tenants (tenant_00 ~27 %), "
-          f"{thousands(a.subscribers)} subscribers, {a.keyed_percent} % with an eventId; `event_keys`: "
+          f"{thousands(a.subscribers)} subscribers, {a.keyed_percent} % with an eventId ({'UUIDv7, time-ordered like the web SDK sends' if a.key_kind == 'v7' else 'random UUIDv4'}); `event_keys`: "
           f"{thousands(r['loaded_keys'])} keys of the {len(r['key_days'])} days within DEDUP_WINDOW (7 d). "
           f"Loaded with `INSERT … SELECT` ({a.parallel} sessions) in {r['load_seconds'] / 60:.1f} min: events "
           f"{r['load_events_seconds']:.0f} s, keys + primary key {r['load_keys_seconds']:.0f} s, VACUUM (ANALYZE) "
@@ -1487,6 +1504,8 @@ def main() -> int:
     p.add_argument("--tenants", type=int, default=50)
     p.add_argument("--subscribers", type=int, default=1_000_000)
     p.add_argument("--keyed-percent", type=int, default=90, help="events with an eventId")
+    p.add_argument("--key-kind", choices=["v7", "v4"], default="v7",
+                   help="eventIds: time-ordered like the web SDK's UUIDv7 (v7), or random (v4)")
     p.add_argument("--key-days", type=int, default=7, help="days whose keys are in event_keys (DEDUP_WINDOW)")
     p.add_argument("--parallel", type=int, default=2, help="loading sessions")
     p.add_argument("--load-timeout", type=float, default=3600, help="bound of the whole load, s")
