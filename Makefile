@@ -15,8 +15,20 @@ help: ## List every target
 services: ## Make sure PostgreSQL and RabbitMQ are running (starts them if installed)
 	@scripts/ensure-services.sh
 
+SDK := sdk/web
+
+# npm ci installs exactly package-lock.json's dev tools (esbuild, TypeScript, ESLint) when they
+# are missing or older than the lock file; the SDK itself has no runtime dependencies.
+$(SDK)/node_modules/.package-lock.json: $(SDK)/package-lock.json
+	cd $(SDK) && npm ci --no-audit --no-fund --loglevel=error
+
+.PHONY: sdk
+sdk: $(SDK)/node_modules/.package-lock.json ## Build the web SDK: sdk/web/dist (ESM, .d.ts, interaction-logger.min.js)
+	cd $(SDK) && npm run --silent build
+
 .PHONY: test
-test: services ## Run every test of the workspace (starts PostgreSQL and RabbitMQ first)
+test: services sdk ## Run every test of the workspace and the web SDK's (starts PostgreSQL and RabbitMQ first)
+	cd $(SDK) && npm test
 	$(CARGO) build --workspace --locked --bins  # the end-to-end tests run these binaries
 	$(CARGO) test --workspace --locked --doc
 ifeq ($(NEXTEST),yes)
@@ -26,9 +38,10 @@ else
 endif
 
 .PHONY: lint
-lint: ## rustfmt check + clippy with -D warnings
+lint: $(SDK)/node_modules/.package-lock.json ## rustfmt check + clippy with -D warnings; the SDK's ESLint and strict tsc
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	cd $(SDK) && npm run --silent lint && npm run --silent typecheck
 
 .PHONY: fmt
 fmt: ## Format the code

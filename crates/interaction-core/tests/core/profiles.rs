@@ -264,3 +264,34 @@ fn tenants_use_the_default_profile_unless_assigned() {
     let names: Vec<&str> = map.profiles().map(|p| p.name()).collect();
     assert_eq!(names, ["ecommerce", "video"]);
 }
+
+/// The web SDK's typed helpers come from its `ACTIONS` list (`sdk/web/src/actions.ts`): it
+/// must name exactly the built-in profiles' actions, so a helper can neither send an action
+/// the server does not know nor miss one it does.
+#[test]
+fn the_web_sdk_names_exactly_the_builtin_actions() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sdk/web/src/actions.ts");
+    let source = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let list = source
+        .split_once("export const ACTIONS = [")
+        .and_then(|(_, rest)| rest.split_once("] as const;"))
+        .map(|(list, _)| list)
+        .unwrap_or_else(|| panic!("{path}: no `export const ACTIONS = [ … ] as const;`"));
+    let mut sdk: Vec<&str> = list
+        .split(',')
+        .map(|item| item.trim().trim_matches('\''))
+        .filter(|item| !item.is_empty())
+        .collect();
+    let count = sdk.len();
+    sdk.sort_unstable();
+    sdk.dedup();
+    assert_eq!(sdk.len(), count, "{path}: an action is listed twice");
+    let map = RatingMap::builtin();
+    let mut server: Vec<&str> = map
+        .profiles()
+        .flat_map(|profile| profile.actions().iter().map(|action| action.name.as_str()))
+        .collect();
+    server.sort_unstable();
+    server.dedup();
+    assert_eq!(sdk, server, "sdk/web/src/actions.ts against the built-in profiles");
+}
