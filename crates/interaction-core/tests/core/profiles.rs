@@ -293,5 +293,8 @@ fn the_web_sdk_names_exactly_the_builtin_actions() {
         .collect();
     server.sort_unstable();
     server.dedup();
-    assert_eq!(sdk, server, "sdk/web/src/actions.ts against the built-in profiles");
+    assert_eq!(
+        sdk, server,
+        "sdk/web/src/actions.ts against the built-in profiles"
+    );
 }
