@@ -50,6 +50,24 @@ fn cutoff(age: Duration) -> DateTime<Utc> {
     Utc::now() - chrono::TimeDelta::from_std(age).unwrap_or(chrono::TimeDelta::MAX)
 }
 
+/// Runs `step` (one batch of a row-by-row deletion) until it deletes nothing; returns how
+/// many it deleted, logging the running total after each batch as "`so far` so far".
+async fn drain<F, Fut>(so_far: &str, mut step: F) -> Result<i64, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<i64, StoreError>>,
+{
+    let mut total = 0;
+    loop {
+        let n = step().await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n;
+        log::info!("purge: {total} {so_far} so far");
+    }
+}
+
 /// Applies `retention` once; logs progress. `None`, without touching anything, when another
 /// process holds the retention lock (it is purging now).
 pub async fn purge(store: &Store, retention: Retention) -> Result<Option<Purged>, StoreError> {
@@ -61,14 +79,10 @@ pub async fn purge(store: &Store, retention: Retention) -> Result<Option<Purged>
     // First, so that the chunk rows of failed chunks whose failures expired go below.
     if !retention.failures_older_than.is_zero() {
         let before = cutoff(retention.failures_older_than);
-        loop {
-            let n = store.purge_failures(before, batch).await?;
-            total.failures += n;
-            if n == 0 {
-                break;
-            }
-            log::info!("purge: {} failure rows deleted so far", total.failures);
-        }
+        total.failures = drain("failure rows deleted", || {
+            store.purge_failures(before, batch)
+        })
+        .await?;
     }
     if !retention.older_than.is_zero() {
         let before = cutoff(retention.older_than);
@@ -100,40 +114,25 @@ pub async fn purge(store: &Store, retention: Retention) -> Result<Option<Purged>
                 }
             }
         }
-        loop {
-            let n = store.purge_default(before, batch).await?;
-            total.events += n;
-            if n == 0 {
-                break;
-            }
-            log::info!(
-                "purge: {} rows deleted from events_default so far",
-                total.events
-            );
-        }
+        total.events += drain("rows deleted from events_default", || {
+            store.purge_default(before, batch)
+        })
+        .await?;
         // Chunks of the days no partition holds any more (dropped now or in an earlier run
         // that stopped half-way) have no events left: their rows go too.
         for (low, high) in interaction_store::uncovered(&store.partitions().await?, before) {
-            loop {
-                let n = store.purge_chunks(low, high, batch).await?;
-                total.chunks += n;
-                if n == 0 {
-                    break;
-                }
-                log::info!("purge: {} chunks deleted so far", total.chunks);
-            }
+            total.chunks += drain("chunk rows deleted", || {
+                store.purge_chunks(low, high, batch)
+            })
+            .await?;
         }
     }
     if !retention.dedup_window.is_zero() {
         let before = cutoff(retention.dedup_window);
-        loop {
-            let n = store.expire_keys(before, batch).await?;
-            total.keys += n;
-            if n == 0 {
-                break;
-            }
-            log::info!("purge: {} idempotency keys expired so far", total.keys);
-        }
+        total.keys = drain("idempotency keys expired", || {
+            store.expire_keys(before, batch)
+        })
+        .await?;
     }
     metrics::counter!("forwarder_purged_events_total").increment(total.events.max(0) as u64);
     metrics::counter!("forwarder_purged_partitions_total").increment(total.dropped.len() as u64);
