@@ -38,12 +38,33 @@ pub(crate) fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// A port for a service to listen on: one that binds now, taken below the kernel's ephemeral
+/// range (32768–60999 on Linux) rather than from it (port 0). Between this check and the
+/// service's own bind, an outgoing connection of a test running beside this one may take an
+/// ephemeral port as its source port — seen in CI: a mock failing with "Address already in
+/// use" — whereas nothing takes a port below that range unless it asks for it. Each process
+/// starts at its own offset, so tests running at once do not probe the same ports in turn.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static BASE: OnceLock<u32> = OnceLock::new();
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = *BASE.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        (std::process::id().wrapping_mul(7_919) ^ nanos) % SPAN
+    });
+    for _ in 0..SPAN {
+        let port = LOW + (base + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
+        let port = u16::try_from(port).expect("below 32768");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
 /// One of the services; ingest-api and forwarder may run several instances.
