@@ -27,7 +27,8 @@ sdk: $(SDK)/node_modules/.package-lock.json ## Build the web SDK: sdk/web/dist (
 	cd $(SDK) && npm run --silent build
 
 .PHONY: test
-test: services sdk ## Run every test of the workspace and the web SDK's (starts PostgreSQL and RabbitMQ first)
+test: services sdk ## Run every test of the workspace and the web SDK's, browser tests included (starts PostgreSQL and RabbitMQ, installs Chromium)
+	scripts/ensure-browser.sh
 	cd $(SDK) && npm test
 	$(CARGO) build --workspace --locked --bins  # the end-to-end tests run these binaries
 	$(CARGO) test --workspace --locked --doc
@@ -36,6 +37,12 @@ ifeq ($(NEXTEST),yes)
 else
 	$(CARGO) test --workspace --locked --no-fail-fast --lib --bins --tests
 endif
+
+.PHONY: test-browser
+test-browser: services sdk ## Only the web SDK's tests in headless Chromium against a real ingest-api (tests/e2e/browser.rs)
+	scripts/ensure-browser.sh
+	$(CARGO) build --workspace --locked --bins
+	$(CARGO) nextest run --locked -p e2e -E 'test(/^browser::/)'
 
 .PHONY: lint
 lint: $(SDK)/node_modules/.package-lock.json ## rustfmt check + clippy with -D warnings; the SDK's ESLint and strict tsc

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make run`: the whole pipeline on this machine — PostgreSQL and RabbitMQ (started if
-# installed and stopped), the database, migrations, then ncanto-mock, ingest-api and
-# forwarder with the settings of `.env` (copied from `.env.example` when missing). Logs are
-# prefixed by process. Ctrl-C stops all three cleanly and leaves no process behind.
+# installed and stopped), the database, migrations, then ncanto-mock, ingest-api, forwarder
+# and the web SDK's example page with the settings of `.env` (copied from `.env.example` when
+# missing). Logs are prefixed by process. Ctrl-C stops them all cleanly and leaves no process
+# behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,9 +68,27 @@ start() { # name command...
   pids+=($!)
 }
 
+# The web SDK's example page, served from another origin than ingest-api's (as a site would
+# be), which CORS_ALLOWED_ORIGINS then allows for this run. Skipped without Node.js.
+example_addr=${EXAMPLE_ADDR:-127.0.0.1:8000}
+example=
+if [ -n "$example_addr" ] && command -v node >/dev/null && command -v npm >/dev/null; then
+  if make -s sdk >/dev/null; then
+    example=1
+    export CORS_ALLOWED_ORIGINS="${CORS_ALLOWED_ORIGINS:+$CORS_ALLOWED_ORIGINS,}http://$example_addr"
+  else
+    log "the web SDK did not build (see above): no example page this run"
+  fi
+else
+  log "Node.js not found: no web SDK example page this run"
+fi
+
 start ncanto-mock "$bin/ncanto-mock"
 start ingest-api "$bin/ingest-api"
 start forwarder "$bin/forwarder"
+if [ -n "$example" ]; then
+  start example node sdk/web/scripts/serve.mjs "$example_addr"
+fi
 
 port_of() { echo "${1##*:}"; }
 ingest_port=$(port_of "${INGEST_ADDR:-0.0.0.0:8080}")
@@ -80,7 +99,8 @@ mock_port=$(port_of "${NCANTO_MOCK_ADDR:-127.0.0.1:8090}")
 ready() { curl -fsS -o /dev/null "$1" 2>/dev/null; }
 deadline=$((SECONDS + 60))
 until ready "http://127.0.0.1:$ingest_port/readyz" && ready "http://127.0.0.1:$admin_port/readyz" \
-    && ready "http://127.0.0.1:$mock_port/health"; do
+    && ready "http://127.0.0.1:$mock_port/health" \
+    && { [ -z "$example" ] || ready "http://$example_addr/examples/video.html"; }; do
   for pid in "${pids[@]}"; do
     if ! kill -0 "$pid" 2>/dev/null; then
       log "a process exited during start-up; see its log lines above (is a port already in use?)"
@@ -116,6 +136,15 @@ curl -s http://127.0.0.1:$ingest_port/api/v1/logs -H 'Content-Type: application/
 EOF
 
   Then see it arrive at the mock: curl -s http://127.0.0.1:$mock_port/stats
+TXT
+if [ -n "$example" ]; then
+  cat >&2 <<TXT
+
+  A web page sending events with the SDK (impressions, clicks, play, like, add to watchlist):
+    http://$example_addr/examples/video.html?endpoint=http://127.0.0.1:$ingest_port&key=$key
+TXT
+fi
+cat >&2 <<TXT
 
   Ctrl-C stops everything.
 

@@ -5,6 +5,7 @@
 // The fault scenarios print their report lines (`make faults` shows them).
 #![allow(clippy::print_stderr)]
 
+mod browser;
 mod faults;
 mod load;
 mod pipeline;

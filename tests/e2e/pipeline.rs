@@ -549,6 +549,21 @@ impl Pipeline {
         interaction_testing::wait_until(what, limit, check).await
     }
 
+    /// The eventIds of every event row in the test's database, in storage order (a duplicate
+    /// stored twice shows up twice).
+    pub(crate) async fn stored_event_ids(&self) -> Vec<String> {
+        self.db
+            .texts("SELECT event_id AS value FROM events WHERE event_id IS NOT NULL ORDER BY id")
+            .await
+    }
+
+    /// `asset_id interaction rating` of every event row, in storage order.
+    pub(crate) async fn stored_interactions(&self) -> Vec<String> {
+        self.db
+            .texts("SELECT concat_ws(' ', asset_id, interaction, rating) AS value FROM events ORDER BY id")
+            .await
+    }
+
     /// Waits until the mock holds `n` distinct events.
     pub(crate) async fn wait_for_unique(&self, n: u64, limit: Duration) -> Value {
         self.wait_for(&format!("{n} events at Ncanto"), limit, async || {

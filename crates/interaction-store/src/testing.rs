@@ -90,6 +90,26 @@ impl TestDatabase {
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
+
+    /// Runs a query of one text column named `value` and returns its values in order, e.g.
+    /// `SELECT event_id AS value FROM events`: what a black-box test checks was stored.
+    pub async fn texts(&self, sql: &str) -> Vec<String> {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            value: String,
+        }
+        let mut conn = AsyncPgConnection::establish(&self.url)
+            .await
+            .expect("connect to the test database");
+        diesel::sql_query(sql)
+            .load::<Row>(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .into_iter()
+            .map(|row| row.value)
+            .collect()
+    }
 }
 
 impl TestDatabase {

@@ -294,19 +294,18 @@ export class InteractionLogger {
       batch.splice(0, over).forEach((r) => this._mem.delete(r.id));
       this._drop(over, 'overflow');
     }
+    let fresh = batch;
     try {
       const q = await this._q;
-      await q.put(batch.map((r) => [r.key, r.json] as const));
-      batch.forEach((r) => (r.s = true));
+      // Room first, then the batch: the stored queue never holds more than its bounds, not
+      // even between two transactions.
+      const kept = new Set(await this._trim(q, [...(await q.keys()), ...batch.map((r) => r.key)].sort()));
+      fresh = batch.filter((r) => kept.has(r.key));
+      await q.put(fresh.map((r) => [r.key, r.json] as const));
+      fresh.forEach((r) => (r.s = true));
     } catch (e) {
-      batch.forEach((r) => this._mem.delete(r.id));
-      this._drop(batch.length, 'storage');
-      return this._error(e);
-    }
-    try {
-      const q = await this._q;
-      await this._trim(q, await q.keys());
-    } catch (e) {
+      fresh.forEach((r) => this._mem.delete(r.id));
+      this._drop(fresh.length, 'storage');
       this._error(e);
     }
   }
