@@ -68,9 +68,27 @@ pub const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 /// How often the consumer looks at its connection's state (see `consume_once`).
 const CONNECTION_CHECK: Duration = Duration::from_secs(1);
 
-/// How long a cancel or close may wait for the broker's answer before the connection is
-/// taken for lost.
+/// How long any call to the broker (set-up, ack, nack, cancel, close) may wait for its answer
+/// before the connection is taken for lost.
 const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Awaits a broker call for at most BROKER_CALL_TIMEOUT. Over a connection that died while the
+/// call was under way, lapin may leave it unresolved, and one unresolved ack would hold
+/// `consume_once` (which waits for its deliveries before it reconnects) forever — the likely
+/// cause of a fault test whose forwarder never consumed again after a broker cut, without a
+/// single "reconnecting" line. So every call the consumer makes is bounded. A message whose
+/// ack timed out is redelivered once the broker drops the connection: at least once, never lost.
+async fn bounded<T, E>(what: &str, call: impl Future<Output = Result<T, E>>) -> anyhow::Result<T>
+where
+    anyhow::Error: From<E>,
+{
+    match tokio::time::timeout(BROKER_CALL_TIMEOUT, call).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(anyhow::anyhow!(
+            "{what}: no answer from RabbitMQ within {BROKER_CALL_TIMEOUT:?}"
+        )),
+    }
+}
 
 /// How long to wait before handing back a message the database refused to handle (not an
 /// outage): without it, a refused message would bounce between broker and consumer as fast as
@@ -242,13 +260,19 @@ async fn consume_once(
         "forwarder",
     )
     .await?;
-    let channel = connection.create_channel().await?;
-    declare_topology(&channel, &context.topology).await?;
+    let channel = bounded("open a channel", connection.create_channel()).await?;
+    bounded(
+        "declare the topology",
+        declare_topology(&channel, &context.topology),
+    )
+    .await?;
     // Prefetch bounds the unacknowledged messages this consumer holds: its concurrency, and
     // what is redelivered to others if it dies.
-    channel
-        .basic_qos(context.prefetch.max(1), BasicQosOptions::default())
-        .await?;
+    bounded(
+        "set the prefetch",
+        channel.basic_qos(context.prefetch.max(1), BasicQosOptions::default()),
+    )
+    .await?;
     // Deliveries of this channel stop waiting when it stops being usable: their acks would
     // fail, and the broker gives them to someone else.
     let (halt, halted) = watch::channel(false);
@@ -278,17 +302,19 @@ async fn consume_once(
         }
         generation += 1;
         let tag = format!("forwarder-{}-{generation}", std::process::id());
-        let mut consumer = match channel
-            .basic_consume(
+        let mut consumer = match bounded(
+            "start consuming",
+            channel.basic_consume(
                 context.topology.forward_queue().as_str().into(),
                 tag.as_str().into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
-            )
-            .await
+            ),
+        )
+        .await
         {
             Ok(consumer) => consumer,
-            Err(error) => break Err(anyhow::Error::from(error)),
+            Err(error) => break Err(error),
         };
         context.consuming.store(true, Ordering::SeqCst);
         *failures = 0;
@@ -539,7 +565,7 @@ async fn handle(context: &Context, delivery: Delivery, mut halted: watch::Receiv
         }
     };
     let result = match settle {
-        Settle::Ack => delivery.ack(BasicAckOptions::default()).await,
+        Settle::Ack => bounded("ack", delivery.ack(BasicAckOptions::default())).await,
         Settle::Abandon => return,
         Settle::Requeue(reason) => {
             let headers = delivery.properties.headers().as_ref();
@@ -550,19 +576,21 @@ async fn handle(context: &Context, delivery: Delivery, mut halted: watch::Receiv
                 match park_as_is(context, &delivery, &reason, "delivery_limit", &mut halted).await {
                     Settle::Ack => {
                         record_given_up(context, &delivery, &reason).await;
-                        delivery.ack(BasicAckOptions::default()).await
+                        bounded("ack", delivery.ack(BasicAckOptions::default())).await
                     }
                     _ => return,
                 }
             } else {
                 log::warn!("handing a message back for redelivery: {reason}");
                 tokio::time::sleep(REQUEUE_PAUSE).await;
-                delivery
-                    .nack(BasicNackOptions {
+                bounded(
+                    "nack",
+                    delivery.nack(BasicNackOptions {
                         multiple: false,
                         requeue: true,
-                    })
-                    .await
+                    }),
+                )
+                .await
             }
         }
     };
