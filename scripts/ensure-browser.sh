@@ -16,12 +16,5 @@ if [ "$CHROMIUM" != /usr/bin/chromium ]; then
   log "CHROMIUM=$CHROMIUM is not an executable"
   exit 1
 fi
-if [ "$(id -u)" != 0 ]; then
-  log "Chromium is not installed (the web SDK's browser tests need it): sudo apt-get install -y chromium"
-  exit 1
-fi
-log "installing chromium (Debian package) for the web SDK's browser tests"
-export DEBIAN_FRONTEND=noninteractive
-apt-get install -y -qq chromium >/dev/null 2>&1 \
-  || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+"$(dirname "$0")/install-package.sh" chromium "the web SDK's browser tests"
 "$CHROMIUM" --version >&2

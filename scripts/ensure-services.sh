@@ -75,14 +75,7 @@ ensure_pgbouncer() {
   if [ -x /usr/sbin/pgbouncer ]; then
     return
   fi
-  if [ "$(id -u)" != 0 ]; then
-    log "pgbouncer is not installed (the PgBouncer test needs it): sudo apt-get install -y pgbouncer"
-    return 1
-  fi
-  log "installing pgbouncer (Debian package) for the PgBouncer test"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq pgbouncer >/dev/null 2>&1 \
-    || { apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null; }
+  "$(dirname "$0")/install-package.sh" pgbouncer "the PgBouncer test"
 }
 
 ensure_postgres

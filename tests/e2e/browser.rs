@@ -100,6 +100,11 @@ impl Browser {
         self.call(json!({"op": "eval", "tab": tab, "js": js})).await
     }
 
+    /// Evaluates `js`, which tracks events and returns their eventIds.
+    async fn track(&mut self, tab: &str, js: &str) -> Vec<String> {
+        strings(&self.eval(tab, js).await)
+    }
+
     async fn reload(&mut self, tab: &str) {
         self.call(json!({"op": "reload", "tab": tab})).await;
     }
@@ -231,18 +236,16 @@ async fn browser_200_events_tracked_then_the_page_navigates_away_are_all_stored_
     browser
         .open("a", &page(&browser.endpoint, "batchSize=20"))
         .await;
-    // Navigation starts before any batch can have been written and sent: what reaches the
-    // server goes on page hide, by keepalive fetch.
-    let ids = strings(
-        &browser
-            .eval(
-                "a",
-                "(() => { const ids = trackMany(200, 'unload');
-                  setTimeout(() => { location.href = '/test/browser/away.html'; }, 0);
-                  return ids; })()",
-            )
-            .await,
-    );
+    // The page navigates away at once: what the normal path has not had confirmed by then
+    // goes on page hide, by keepalive fetch.
+    let ids = browser
+        .track(
+            "a",
+            "(() => { const ids = trackMany(200, 'unload');
+              setTimeout(() => { location.href = '/test/browser/away.html'; }, 0);
+              return ids; })()",
+        )
+        .await;
     assert_eq!(ids.len(), 200);
     assert_stored_exactly_once(&pipeline, &ids, Duration::from_secs(60)).await;
     let posts = browser.posts().await;
@@ -279,11 +282,11 @@ async fn browser_50_events_tracked_across_two_reloads_while_ingest_is_stopped_ar
     pipeline.terminate(Service::Ingest(0)).await;
     let path = page(&browser.endpoint, "batchSize=20&flushInterval=300");
     browser.open("a", &path).await;
-    let mut ids = strings(&browser.eval("a", "trackMany(25, 'first')").await);
+    let mut ids = browser.track("a", "trackMany(25, 'first')").await;
     browser.wait_queued("a", 25).await;
     browser.reload("a").await;
     browser.wait_queued("a", 25).await;
-    ids.extend(strings(&browser.eval("a", "trackMany(25, 'second')").await));
+    ids.extend(browser.track("a", "trackMany(25, 'second')").await);
     browser.wait_queued("a", 50).await;
     browser.reload("a").await;
     browser.wait_queued("a", 50).await;
@@ -329,7 +332,7 @@ async fn browser_ingest_answering_503_is_retried_only_after_its_retry_after_then
             &page(&browser.endpoint, "batchSize=10&flushInterval=200"),
         )
         .await;
-    let ids = strings(&browser.eval("a", "trackMany(10, 'retry')").await);
+    let ids = browser.track("a", "trackMany(10, 'retry')").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let posts = browser.posts().await;
@@ -421,7 +424,7 @@ async fn browser_two_tabs_of_one_origin_never_send_the_same_event_twice() {
     for round in 0..5 {
         for tab in ["a", "b"] {
             let js = format!("trackMany(20, '{tab}{round}')");
-            ids.extend(strings(&browser.eval(tab, &js).await));
+            ids.extend(browser.track(tab, &js).await);
         }
     }
     assert_stored_exactly_once(&pipeline, &ids, Duration::from_secs(60)).await;
@@ -442,16 +445,14 @@ async fn browser_batches_are_gzipped_and_a_refused_item_is_reported_through_on_e
     browser
         .open("a", &page(&browser.endpoint, "batchSize=20"))
         .await;
-    let ids = strings(
-        &browser
-            .eval(
+    let ids = browser
+        .track(
                 "a",
-                "(() => { const ids = trackMany(19, 'gzip');
-                  ids.push(logger.track({ assetId: 'gzip-bad', interaction: 'select', ratingEquivalent: 7 }));
-                  return ids; })()",
-            )
-            .await,
-    );
+            "(() => { const ids = trackMany(19, 'gzip');
+              ids.push(logger.track({ assetId: 'gzip-bad', interaction: 'select', ratingEquivalent: 7 }));
+              return ids; })()",
+        )
+        .await;
     let (good, bad) = ids.split_at(19);
     assert_stored_exactly_once(&pipeline, good, Duration::from_secs(60)).await;
     browser

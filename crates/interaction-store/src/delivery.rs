@@ -52,7 +52,7 @@ macro_rules! replay_where {
 }
 
 /// A page of [`replay_where`], `$5` rows at most.
-const REPLAY_PAGE: &str = concat!(
+pub(crate) const REPLAY_PAGE: &str = concat!(
     "SELECT id, chunk_id, tenant, event_id, occurred_at, subscriber, asset_id, interaction, ",
     "rating, comment, context_id, device, received_at, original_occurred_at FROM events ",
     replay_where!(),

@@ -437,3 +437,60 @@ impl Store {
         .await
     }
 }
+
+/// `make bench-storage` (scripts/bench-storage.py) runs some of the service's statements
+/// through psql, as text copies; these tests keep the copies in step with the statements, so
+/// the benchmark measures what the service runs.
+#[cfg(test)]
+mod bench_statements {
+    /// The Python string constant `name` of the bench script, its literal pieces joined.
+    fn python_constant(script: &str, name: &str) -> String {
+        let start = script
+            .find(&format!("\n{name} = "))
+            .unwrap_or_else(|| panic!("{name} is not in scripts/bench-storage.py"));
+        let rest = &script[start + name.len() + 4..];
+        // `NAME = "…"` or `NAME = (` followed by one quoted piece per line and `)`.
+        let body = if rest.starts_with('(') {
+            &rest[..rest.find("\n)").unwrap_or(rest.len())]
+        } else {
+            &rest[..rest.find('\n').unwrap_or(rest.len())]
+        };
+        body.split('"').skip(1).step_by(2).collect()
+    }
+
+    /// Whitespace does not matter to PostgreSQL: runs of it become one space, none next to
+    /// a parenthesis.
+    fn normalized(sql: &str) -> String {
+        sql.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .replace("( ", "(")
+            .replace(" )", ")")
+    }
+
+    #[test]
+    fn the_bench_script_runs_the_services_statements() {
+        let script = include_str!("../../../scripts/bench-storage.py");
+        for (name, statement) in [
+            ("REPLAY_PAGE", crate::delivery::REPLAY_PAGE),
+            ("PENDING_BY_TENANT", crate::trace::PENDING_BY_TENANT),
+            ("UNFINISHED_CHUNKS", crate::partitions::UNFINISHED_CHUNKS),
+            ("PURGE_CHUNKS", crate::partitions::PURGE_CHUNKS),
+            ("EXPIRE_KEYS", crate::partitions::EXPIRE_KEYS),
+        ] {
+            assert_eq!(
+                normalized(&python_constant(script, name)),
+                normalized(statement),
+                "scripts/bench-storage.py's {name} differs from the service's statement"
+            );
+        }
+    }
+
+    #[test]
+    fn python_constants_are_read_whole() {
+        let script = "x\nA = \"one\"\nB = (\n    \"two \"\n    \"three\"\n)\n";
+        assert_eq!(python_constant(script, "A"), "one");
+        assert_eq!(python_constant(script, "B"), "two three");
+        assert_eq!(normalized("a (\n  b )\tc"), "a (b) c");
+    }
+}

@@ -120,10 +120,37 @@ pub enum PartitionRetention {
 /// A table's row count as PostgreSQL estimates it (`$1` its name; -1, never analyzed, as 0).
 const ESTIMATED_ROWS: &str = "SELECT coalesce((SELECT greatest(reltuples, 0)::int8 FROM pg_class WHERE oid = to_regclass($1)), 0) AS n";
 
+/// Up to `$3` finished chunks created in `[$1, $2)` deleted ([`Store::purge_chunks`]).
+pub(crate) const PURGE_CHUNKS: &str = "WITH doomed AS (
+    (SELECT c.id FROM chunks c
+     WHERE c.state = 'forwarded'
+       AND ($1::timestamptz IS NULL OR c.created_at >= $1) AND c.created_at < $2
+       AND NOT EXISTS (SELECT 1 FROM events_default e WHERE e.chunk_id = c.id)
+     ORDER BY c.created_at
+     LIMIT $3)
+    UNION ALL
+    (SELECT c.id FROM chunks c
+     WHERE c.state = 'failed'
+       AND ($1::timestamptz IS NULL OR c.created_at >= $1) AND c.created_at < $2
+       AND NOT EXISTS (SELECT 1 FROM events_default e WHERE e.chunk_id = c.id)
+       AND NOT EXISTS (SELECT 1 FROM event_failures f WHERE f.chunk_id = c.id)
+     ORDER BY c.created_at
+     LIMIT $3)
+), gone AS (DELETE FROM chunks WHERE id IN (SELECT id FROM doomed) RETURNING 1)
+SELECT count(*) AS n FROM gone";
+
+/// Up to `$2` idempotency keys received before `$1` deleted ([`Store::expire_keys`]).
+pub(crate) const EXPIRE_KEYS: &str = "WITH gone AS (
+    DELETE FROM event_keys WHERE ctid = ANY (ARRAY(
+        SELECT ctid FROM event_keys WHERE received_at < $1 LIMIT $2))
+    RETURNING 1
+)
+SELECT count(*) AS n FROM gone";
+
 /// Chunks still to deliver created in `[$1, $2)` (`$1` NULL: from the beginning). A chunk's
 /// events were received when it was created, so these are the events of that range still
 /// to deliver.
-const UNFINISHED_CHUNKS: &str = "SELECT count(*) AS n FROM chunks
+pub(crate) const UNFINISHED_CHUNKS: &str = "SELECT count(*) AS n FROM chunks
     WHERE state IN ('pending', 'published')
       AND ($1::timestamptz IS NULL OR created_at >= $1) AND created_at < $2";
 
@@ -280,31 +307,13 @@ impl Store {
         batch: i64,
     ) -> Result<i64, StoreError> {
         self.with_connection(async |conn| {
-            Ok(diesel::sql_query(
-                "WITH doomed AS (
-                     (SELECT c.id FROM chunks c
-                      WHERE c.state = 'forwarded'
-                        AND ($1::timestamptz IS NULL OR c.created_at >= $1) AND c.created_at < $2
-                        AND NOT EXISTS (SELECT 1 FROM events_default e WHERE e.chunk_id = c.id)
-                      ORDER BY c.created_at
-                      LIMIT $3)
-                     UNION ALL
-                     (SELECT c.id FROM chunks c
-                      WHERE c.state = 'failed'
-                        AND ($1::timestamptz IS NULL OR c.created_at >= $1) AND c.created_at < $2
-                        AND NOT EXISTS (SELECT 1 FROM events_default e WHERE e.chunk_id = c.id)
-                        AND NOT EXISTS (SELECT 1 FROM event_failures f WHERE f.chunk_id = c.id)
-                      ORDER BY c.created_at
-                      LIMIT $3)
-                 ), gone AS (DELETE FROM chunks WHERE id IN (SELECT id FROM doomed) RETURNING 1)
-                 SELECT count(*) AS n FROM gone",
-            )
-            .bind::<Nullable<Timestamptz>, _>(low)
-            .bind::<Timestamptz, _>(high)
-            .bind::<BigInt, _>(batch)
-            .get_result::<Count>(conn)
-            .await?
-            .n)
+            Ok(diesel::sql_query(PURGE_CHUNKS)
+                .bind::<Nullable<Timestamptz>, _>(low)
+                .bind::<Timestamptz, _>(high)
+                .bind::<BigInt, _>(batch)
+                .get_result::<Count>(conn)
+                .await?
+                .n)
         })
         .await
     }
@@ -355,17 +364,7 @@ impl Store {
     /// Deletes up to `batch` idempotency keys received before `before` (DEDUP_WINDOW ago):
     /// an `eventId` sent again after that is stored as a new event. Call until it returns 0.
     pub async fn expire_keys(&self, before: DateTime<Utc>, batch: i64) -> Result<i64, StoreError> {
-        self.delete_batch(
-            "WITH gone AS (
-                 DELETE FROM event_keys WHERE ctid = ANY (ARRAY(
-                     SELECT ctid FROM event_keys WHERE received_at < $1 LIMIT $2))
-                 RETURNING 1
-             )
-             SELECT count(*) AS n FROM gone",
-            before,
-            batch,
-        )
-        .await
+        self.delete_batch(EXPIRE_KEYS, before, batch).await
     }
 
     /// Runs one batch of a row-by-row retention statement (`$1` the cutoff, `$2` the batch;

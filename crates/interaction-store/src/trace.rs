@@ -138,7 +138,7 @@ ORDER BY tenant"
 /// `chunks_unfinished` has exactly this predicate), each counting its events neither
 /// delivered nor refused. Unfinished chunks are the backlog, so this reads few rows (an
 /// `Index Scan using chunks_unfinished`, then a sort by tenant).
-const PENDING_BY_TENANT: &str = concat!(
+pub(crate) const PENDING_BY_TENANT: &str = concat!(
     "SELECT tenant, sum(event_count - ",
     positions_in!("delivered"),
     " - ",

@@ -145,7 +145,12 @@ const commands = {
   },
   proxy: ({ target }) => startProxy(target),
   requests: () => requests,
-  errors: () => errors,
+  async errors() {
+    // A round trip to every open page first: the protocol delivers a page's events in order,
+    // so an error the page raised before it is recorded by the time it returns.
+    await Promise.all([...tabs.values()].map((page) => page.evaluate('0').catch(() => {})));
+    return errors;
+  },
 };
 
 process.stdout.write(JSON.stringify({ origin, chromium: browser.version() }) + '\n');
