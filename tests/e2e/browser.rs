@@ -183,6 +183,14 @@ async fn start(layout: Layout, extra: &[(&str, &str)]) -> (Browser, Pipeline) {
     (browser, pipeline)
 }
 
+/// [`start`] with the default layout, then tab "a" open on the test page with `options`.
+async fn start_on_page(options: &str) -> (Browser, Pipeline) {
+    let (mut browser, pipeline) = start(Layout::default(), &[]).await;
+    let path = page(&browser.endpoint, options);
+    browser.open("a", &path).await;
+    (browser, pipeline)
+}
+
 /// The test page's path, with a logger sending to `endpoint`; `options` adds query
 /// parameters (batchSize, flushInterval, maxQueue).
 fn page(endpoint: &str, options: &str) -> String {
@@ -232,10 +240,7 @@ fn counts(ids: &[String]) -> BTreeMap<&str, usize> {
 
 #[tokio::test]
 async fn browser_200_events_tracked_then_the_page_navigates_away_are_all_stored_exactly_once() {
-    let (mut browser, pipeline) = start(Layout::default(), &[]).await;
-    browser
-        .open("a", &page(&browser.endpoint, "batchSize=20"))
-        .await;
+    let (mut browser, pipeline) = start_on_page("batchSize=20").await;
     // The page navigates away at once: what the normal path has not had confirmed by then
     // goes on page hide, by keepalive fetch.
     let ids = browser
@@ -416,9 +421,8 @@ async fn browser_10000_events_while_the_server_is_down_stay_under_the_cap_and_dr
 
 #[tokio::test]
 async fn browser_two_tabs_of_one_origin_never_send_the_same_event_twice() {
-    let (mut browser, pipeline) = start(Layout::default(), &[]).await;
+    let (mut browser, pipeline) = start_on_page("batchSize=20&flushInterval=200").await;
     let path = page(&browser.endpoint, "batchSize=20&flushInterval=200");
-    browser.open("a", &path).await;
     browser.open("b", &path).await;
     let mut ids = Vec::new();
     for round in 0..5 {
@@ -441,13 +445,10 @@ async fn browser_two_tabs_of_one_origin_never_send_the_same_event_twice() {
 
 #[tokio::test]
 async fn browser_batches_are_gzipped_and_a_refused_item_is_reported_through_on_error() {
-    let (mut browser, pipeline) = start(Layout::default(), &[]).await;
-    browser
-        .open("a", &page(&browser.endpoint, "batchSize=20"))
-        .await;
+    let (mut browser, pipeline) = start_on_page("batchSize=20").await;
     let ids = browser
         .track(
-                "a",
+            "a",
             "(() => { const ids = trackMany(19, 'gzip');
               ids.push(logger.track({ assetId: 'gzip-bad', interaction: 'select', ratingEquivalent: 7 }));
               return ids; })()",
