@@ -9,7 +9,7 @@
 //! (scripts/ensure-browser.sh, `make sdk`). Every wait is for a state, bounded.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -21,8 +21,12 @@ use crate::pipeline::{API_KEY, Layout, Pipeline, Service};
 
 /// Headless Chromium with one browser context (its tabs share the origin's storage).
 struct Browser {
-    _child: Child,
-    stdin: ChildStdin,
+    child: Child,
+    /// Closed on drop: the driver then closes Chromium, which removes its profile.
+    stdin: Option<ChildStdin>,
+    /// The driver's TMPDIR, where Playwright puts Chromium's profile and artifacts: removed
+    /// after the driver ended, whatever state it ended in (killed, it cannot clean up).
+    _tmp: TempDir,
     lines: Lines<BufReader<ChildStdout>>,
     /// Where the driver serves sdk/web: the pages' origin.
     origin: String,
@@ -35,8 +39,10 @@ impl Browser {
     async fn start() -> Self {
         let driver =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/web/test/browser/driver.mjs");
+        let tmp = TempDir::new();
         let mut child = Command::new("node")
             .arg(&driver)
+            .env("TMPDIR", &tmp.0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -55,8 +61,9 @@ impl Browser {
             );
         let hello: Value = serde_json::from_str(&first).unwrap();
         Self {
-            _child: child,
-            stdin,
+            child,
+            stdin: Some(stdin),
+            _tmp: tmp,
             lines,
             origin: hello["origin"].as_str().unwrap().to_owned(),
             endpoint: String::new(),
@@ -70,7 +77,8 @@ impl Browser {
         command["id"] = json!(self.next);
         let mut line = command.to_string();
         line.push('\n');
-        self.stdin.write_all(line.as_bytes()).await.unwrap();
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(line.as_bytes()).await.unwrap();
         let answer = tokio::time::timeout(Duration::from_secs(120), self.lines.next_line())
             .await
             .unwrap_or_else(|_| panic!("no answer to {command} within 120 s"))
@@ -165,6 +173,39 @@ impl Browser {
             Duration::from_secs(30),
         )
         .await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // End of input: the driver closes Chromium and exits (a few hundred ms).
+        self.stdin.take();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
+/// A directory of its own under the system's temporary directory, removed on drop (also
+/// when the test fails while starting the driver).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("browser-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

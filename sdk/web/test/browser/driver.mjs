@@ -8,10 +8,11 @@
 // then answers one JSON command per stdin line with one JSON line on stdout:
 //   {"id": 1, "op": "open", "tab": "a", "path": "/test/browser/page.html?…"}  → {"id": 1, "ok": null}
 //   op "proxy" (target: ingest-api's URL; answers the URL pages must send to),
-//   "eval" (tab, js: an expression, awaited), "goto" (tab, path), "reload" (tab),
-//   "close" (tab), "click" (tab, selector), "requests" (every request through the proxy so
-//   far), "errors" (uncaught exceptions and unhandled rejections of every page)
-// A failed command answers {"id": …, "error": "…"}. It exits when stdin closes.
+//   "eval" (tab, js: an expression, awaited), "reload" (tab), "click" (tab, selector),
+//   "requests" (every request through the proxy so far), "errors" (uncaught exceptions and
+//   unhandled rejections of every page)
+// A failed command answers {"id": …, "error": "…"}. When stdin closes it closes Chromium
+// (which removes its profile) and exits.
 import { existsSync } from 'node:fs';
 import { createServer, request as httpRequest } from 'node:http';
 import { createInterface } from 'node:readline';
@@ -126,21 +127,12 @@ const commands = {
     return null;
   },
   eval: ({ tab: name, js }) => tab(name).evaluate(js),
-  async goto({ tab: name, path }) {
-    await tab(name).goto(origin + path);
-    return null;
-  },
   async reload({ tab: name }) {
     await tab(name).reload();
     return null;
   },
   async click({ tab: name, selector }) {
     await tab(name).click(selector);
-    return null;
-  },
-  async close({ tab: name }) {
-    await tab(name).close({ runBeforeUnload: true });
-    tabs.delete(name);
     return null;
   },
   proxy: ({ target }) => startProxy(target),
@@ -171,4 +163,5 @@ for await (const line of lines) {
   }
 }
 await browser.close();
-server.close();
+// The static server and the proxies would keep the process alive.
+process.exit(0);
