@@ -13,25 +13,34 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use interaction_testing::wait_until;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::Mutex;
 
 use crate::pipeline::{API_KEY, Layout, Pipeline, Service};
 
 /// Headless Chromium with one browser context (its tabs share the origin's storage).
+/// Its methods take `&self` so that a check of [`wait_until`] can call them.
 struct Browser {
     child: Child,
-    /// Closed on drop: the driver then closes Chromium, which removes its profile.
-    stdin: Option<ChildStdin>,
+    /// One command at a time.
+    io: Mutex<DriverIo>,
     /// The driver's TMPDIR, where Playwright puts Chromium's profile and artifacts: removed
     /// after the driver ended, whatever state it ended in (killed, it cannot clean up).
     _tmp: TempDir,
-    lines: Lines<BufReader<ChildStdout>>,
     /// Where the driver serves sdk/web: the pages' origin.
     origin: String,
     /// The driver's recording proxy in front of ingest-api: the pages' `endpoint`.
     endpoint: String,
+}
+
+/// The driver's input and output, and the id of the last command.
+struct DriverIo {
+    /// Closed on drop: the driver then closes Chromium, which removes its profile.
+    stdin: Option<ChildStdin>,
+    lines: Lines<BufReader<ChildStdout>>,
     next: u64,
 }
 
@@ -62,34 +71,34 @@ impl Browser {
         let hello: Value = serde_json::from_str(&first).unwrap();
         Self {
             child,
-            stdin: Some(stdin),
+            io: Mutex::new(DriverIo {
+                stdin: Some(stdin),
+                lines,
+                next: 0,
+            }),
             _tmp: tmp,
-            lines,
             origin: hello["origin"].as_str().unwrap().to_owned(),
             endpoint: String::new(),
-            next: 0,
         }
     }
 
     /// Sends one command and returns its result; panics with the driver's error.
-    async fn call(&mut self, mut command: Value) -> Value {
-        self.next += 1;
-        command["id"] = json!(self.next);
+    async fn call(&self, mut command: Value) -> Value {
+        let mut io = self.io.lock().await;
+        io.next += 1;
+        let id = io.next;
+        command["id"] = json!(id);
         let mut line = command.to_string();
         line.push('\n');
-        let stdin = self.stdin.as_mut().unwrap();
+        let stdin = io.stdin.as_mut().unwrap();
         stdin.write_all(line.as_bytes()).await.unwrap();
-        let answer = tokio::time::timeout(Duration::from_secs(120), self.lines.next_line())
+        let answer = tokio::time::timeout(Duration::from_secs(120), io.lines.next_line())
             .await
             .unwrap_or_else(|_| panic!("no answer to {command} within 120 s"))
             .unwrap()
             .unwrap_or_else(|| panic!("the browser driver exited during {command}"));
         let mut answer: Value = serde_json::from_str(&answer).unwrap();
-        assert_eq!(
-            answer["id"],
-            json!(self.next),
-            "answer out of order: {answer}"
-        );
+        assert_eq!(answer["id"], json!(id), "answer out of order: {answer}");
         if let Some(error) = answer.get("error") {
             panic!(
                 "{command} failed in the browser: {}",
@@ -99,25 +108,25 @@ impl Browser {
         answer["ok"].take()
     }
 
-    async fn open(&mut self, tab: &str, path: &str) {
+    async fn open(&self, tab: &str, path: &str) {
         self.call(json!({"op": "open", "tab": tab, "path": path}))
             .await;
     }
 
-    async fn eval(&mut self, tab: &str, js: &str) -> Value {
+    async fn eval(&self, tab: &str, js: &str) -> Value {
         self.call(json!({"op": "eval", "tab": tab, "js": js})).await
     }
 
     /// Evaluates `js`, which tracks events and returns their eventIds.
-    async fn track(&mut self, tab: &str, js: &str) -> Vec<String> {
+    async fn track(&self, tab: &str, js: &str) -> Vec<String> {
         strings(&self.eval(tab, js).await)
     }
 
-    async fn reload(&mut self, tab: &str) {
+    async fn reload(&self, tab: &str) {
         self.call(json!({"op": "reload", "tab": tab})).await;
     }
 
-    async fn click(&mut self, tab: &str, selector: &str) {
+    async fn click(&self, tab: &str, selector: &str) {
         self.call(json!({"op": "click", "tab": tab, "selector": selector}))
             .await;
     }
@@ -125,7 +134,7 @@ impl Browser {
     /// Every request the pages made to ingest-api so far, as its proxy saw them, in order of
     /// arrival: `at` (ms since the driver started), `method`, `path`, `contentType`,
     /// `contentEncoding`, `ids` (the body's eventIds), `status`, `retryAfter`, `failure`.
-    async fn requests(&mut self) -> Vec<Value> {
+    async fn requests(&self) -> Vec<Value> {
         self.call(json!({"op": "requests"}))
             .await
             .as_array()
@@ -134,14 +143,14 @@ impl Browser {
     }
 
     /// The POSTs among [`Self::requests`].
-    async fn posts(&mut self) -> Vec<Value> {
+    async fn posts(&self) -> Vec<Value> {
         let mut posts = self.requests().await;
         posts.retain(|r| r["method"] == "POST");
         posts
     }
 
     /// Uncaught exceptions and unhandled rejections of every page so far.
-    async fn page_errors(&mut self) -> Vec<Value> {
+    async fn page_errors(&self) -> Vec<Value> {
         self.call(json!({"op": "errors"}))
             .await
             .as_array()
@@ -150,23 +159,15 @@ impl Browser {
     }
 
     /// Evaluates `js` until it returns `true`, for at most `limit`.
-    async fn wait_true(&mut self, tab: &str, js: &str, limit: Duration) {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let value = self.eval(tab, js).await;
-            if value == json!(true) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out after {limit:?} waiting for `{js}` (last: {value})"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    async fn wait_true(&self, tab: &str, js: &str, limit: Duration) {
+        wait_until(&format!("`{js}`"), limit, async || {
+            (self.eval(tab, js).await == json!(true)).then_some(())
+        })
+        .await;
     }
 
     /// Waits until the page's queue in IndexedDB holds exactly `n` events.
-    async fn wait_queued(&mut self, tab: &str, n: usize) {
+    async fn wait_queued(&self, tab: &str, n: usize) {
         self.wait_true(
             tab,
             &format!("queueKeys().then((keys) => keys.length === {n})"),
@@ -179,7 +180,7 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         // End of input: the driver closes Chromium and exits (a few hundred ms).
-        self.stdin.take();
+        self.io.get_mut().stdin.take();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -226,7 +227,16 @@ async fn start(layout: Layout, extra: &[(&str, &str)]) -> (Browser, Pipeline) {
 
 /// [`start`] with the default layout, then tab "a" open on the test page with `options`.
 async fn start_on_page(options: &str) -> (Browser, Pipeline) {
-    let (mut browser, pipeline) = start(Layout::default(), &[]).await;
+    let (browser, pipeline) = start(Layout::default(), &[]).await;
+    let path = page(&browser.endpoint, options);
+    browser.open("a", &path).await;
+    (browser, pipeline)
+}
+
+/// [`start_on_page`], but ingest-api is stopped (SIGTERM) before the page opens.
+async fn start_on_page_offline(options: &str) -> (Browser, Pipeline) {
+    let (browser, mut pipeline) = start(Layout::default(), &[]).await;
+    pipeline.terminate(Service::Ingest(0)).await;
     let path = page(&browser.endpoint, options);
     browser.open("a", &path).await;
     (browser, pipeline)
@@ -281,7 +291,7 @@ fn counts(ids: &[String]) -> BTreeMap<&str, usize> {
 
 #[tokio::test]
 async fn browser_200_events_tracked_then_the_page_navigates_away_are_all_stored_exactly_once() {
-    let (mut browser, pipeline) = start_on_page("batchSize=20").await;
+    let (browser, pipeline) = start_on_page("batchSize=20").await;
     // The page navigates away at once: what the normal path has not had confirmed by then
     // goes on page hide, by keepalive fetch.
     let ids = browser
@@ -324,10 +334,7 @@ async fn browser_200_events_tracked_then_the_page_navigates_away_are_all_stored_
 #[tokio::test]
 async fn browser_50_events_tracked_across_two_reloads_while_ingest_is_stopped_arrive_exactly_once()
 {
-    let (mut browser, mut pipeline) = start(Layout::default(), &[]).await;
-    pipeline.terminate(Service::Ingest(0)).await;
-    let path = page(&browser.endpoint, "batchSize=20&flushInterval=300");
-    browser.open("a", &path).await;
+    let (browser, mut pipeline) = start_on_page_offline("batchSize=20&flushInterval=300").await;
     let mut ids = browser.track("a", "trackMany(25, 'first')").await;
     browser.wait_queued("a", 25).await;
     browser.reload("a").await;
@@ -338,22 +345,18 @@ async fn browser_50_events_tracked_across_two_reloads_while_ingest_is_stopped_ar
     browser.wait_queued("a", 50).await;
     // The page keeps trying (and backing off) meanwhile: wait for a failed attempt (its CORS
     // preflight, or the POST once the preflight is cached); none got through.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    let requests = wait_until("a failed attempt", Duration::from_secs(30), async || {
         let requests = browser.requests().await;
-        assert!(
-            requests.iter().all(|r| r["status"].is_null()),
-            "a request got an answer while ingest-api was stopped: {requests:#?}"
-        );
-        if requests.iter().any(|r| !r["failure"].is_null()) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the page did not try to send within 30 s: {requests:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        requests
+            .iter()
+            .any(|r| !r["failure"].is_null())
+            .then_some(requests)
+    })
+    .await;
+    assert!(
+        requests.iter().all(|r| r["status"].is_null()),
+        "a request got an answer while ingest-api was stopped: {requests:#?}"
+    );
 
     pipeline.spawn(Service::Ingest(0));
     pipeline.wait_ready(Service::Ingest(0)).await;
@@ -369,7 +372,7 @@ async fn browser_ingest_answering_503_is_retried_only_after_its_retry_after_then
         proxy_database: true,
         ..Layout::default()
     };
-    let (mut browser, pipeline) = start(layout, &[("RETRY_AFTER_SECONDS", "2")]).await;
+    let (browser, pipeline) = start(layout, &[("RETRY_AFTER_SECONDS", "2")]).await;
     let proxy = pipeline.database_proxy.as_ref().unwrap();
     proxy.cut();
     browser
@@ -379,18 +382,11 @@ async fn browser_ingest_answering_503_is_retried_only_after_its_retry_after_then
         )
         .await;
     let ids = browser.track("a", "trackMany(10, 'retry')").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    wait_until("three 503s", Duration::from_secs(60), async || {
         let posts = browser.posts().await;
-        if posts.iter().filter(|r| r["status"] == 503).count() >= 3 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not three 503s within 60 s: {posts:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (posts.iter().filter(|r| r["status"] == 503).count() >= 3).then_some(())
+    })
+    .await;
     proxy.restore();
     assert_stored_exactly_once(&pipeline, &ids, Duration::from_secs(60)).await;
 
@@ -420,9 +416,7 @@ async fn browser_ingest_answering_503_is_retried_only_after_its_retry_after_then
 
 #[tokio::test]
 async fn browser_10000_events_while_the_server_is_down_stay_under_the_cap_and_drops_are_reported() {
-    let (mut browser, mut pipeline) = start(Layout::default(), &[]).await;
-    pipeline.terminate(Service::Ingest(0)).await;
-    browser.open("a", &page(&browser.endpoint, "")).await;
+    let (browser, _pipeline) = start_on_page_offline("").await;
     // The 10,000 come in ten bursts, so that the queue is written to while full; the page
     // waits until onDrop has reported every event beyond the default cap (maxQueue 1000).
     let result = browser
@@ -432,6 +426,8 @@ async fn browser_10000_events_while_the_server_is_down_stay_under_the_cap_and_dr
                let tracked = 0;
                for (let burst = 0; burst < 10; burst++) {
                  tracked += trackMany(1000, 'flood' + burst).filter(Boolean).length;
+                 // One turn of the event loop, not a wait: the write of this burst starts
+                 // before the next burst is tracked.
                  await new Promise((r) => setTimeout(r, 0));
                }
                const dropped = () => drops.reduce((n, d) => n + d.count, 0);
@@ -462,7 +458,7 @@ async fn browser_10000_events_while_the_server_is_down_stay_under_the_cap_and_dr
 
 #[tokio::test]
 async fn browser_two_tabs_of_one_origin_never_send_the_same_event_twice() {
-    let (mut browser, pipeline) = start_on_page("batchSize=20&flushInterval=200").await;
+    let (browser, pipeline) = start_on_page("batchSize=20&flushInterval=200").await;
     let path = page(&browser.endpoint, "batchSize=20&flushInterval=200");
     browser.open("b", &path).await;
     let mut ids = Vec::new();
@@ -486,7 +482,7 @@ async fn browser_two_tabs_of_one_origin_never_send_the_same_event_twice() {
 
 #[tokio::test]
 async fn browser_batches_are_gzipped_and_a_refused_item_is_reported_through_on_error() {
-    let (mut browser, pipeline) = start_on_page("batchSize=20").await;
+    let (browser, pipeline) = start_on_page("batchSize=20").await;
     let ids = browser
         .track(
             "a",
@@ -522,7 +518,7 @@ async fn browser_batches_are_gzipped_and_a_refused_item_is_reported_through_on_e
 
 #[tokio::test]
 async fn browser_the_example_video_page_sends_what_its_viewer_does() {
-    let (mut browser, pipeline) = start(Layout::default(), &[]).await;
+    let (browser, pipeline) = start(Layout::default(), &[]).await;
     browser
         .open(
             "a",

@@ -139,6 +139,26 @@ pub(crate) const PURGE_CHUNKS: &str = "WITH doomed AS (
 ), gone AS (DELETE FROM chunks WHERE id IN (SELECT id FROM doomed) RETURNING 1)
 SELECT count(*) AS n FROM gone";
 
+/// Up to `$2` failure rows recorded before `$1` deleted ([`Store::purge_failures`]).
+const PURGE_FAILURES: &str = "WITH gone AS (
+    DELETE FROM event_failures WHERE ctid = ANY (ARRAY(
+        SELECT ctid FROM event_failures WHERE failed_at < $1
+        ORDER BY failed_at LIMIT $2))
+    RETURNING 1
+)
+SELECT count(*) AS n FROM gone";
+
+/// Up to `$2` rows of `events_default` received before `$1` whose chunk was forwarded,
+/// deleted ([`Store::purge_default`]).
+const PURGE_DEFAULT: &str = "WITH gone AS (
+    DELETE FROM events_default WHERE ctid = ANY (ARRAY(
+        SELECT e.ctid FROM events_default e JOIN chunks c ON c.id = e.chunk_id
+        WHERE e.received_at < $1 AND c.state = 'forwarded'
+        LIMIT $2))
+    RETURNING 1
+)
+SELECT count(*) AS n FROM gone";
+
 /// Up to `$2` idempotency keys received before `$1` deleted ([`Store::expire_keys`]).
 pub(crate) const EXPIRE_KEYS: &str = "WITH gone AS (
     DELETE FROM event_keys WHERE ctid = ANY (ARRAY(
@@ -325,18 +345,7 @@ impl Store {
         before: DateTime<Utc>,
         batch: i64,
     ) -> Result<i64, StoreError> {
-        self.delete_batch(
-            "WITH gone AS (
-                 DELETE FROM event_failures WHERE ctid = ANY (ARRAY(
-                     SELECT ctid FROM event_failures WHERE failed_at < $1
-                     ORDER BY failed_at LIMIT $2))
-                 RETURNING 1
-             )
-             SELECT count(*) AS n FROM gone",
-            before,
-            batch,
-        )
-        .await
+        self.delete_batch(PURGE_FAILURES, before, batch).await
     }
 
     /// Deletes up to `batch` rows of `events_default` received before `before` whose chunk
@@ -346,19 +355,7 @@ impl Store {
         before: DateTime<Utc>,
         batch: i64,
     ) -> Result<i64, StoreError> {
-        self.delete_batch(
-            "WITH gone AS (
-                 DELETE FROM events_default WHERE ctid = ANY (ARRAY(
-                     SELECT e.ctid FROM events_default e JOIN chunks c ON c.id = e.chunk_id
-                     WHERE e.received_at < $1 AND c.state = 'forwarded'
-                     LIMIT $2))
-                 RETURNING 1
-             )
-             SELECT count(*) AS n FROM gone",
-            before,
-            batch,
-        )
-        .await
+        self.delete_batch(PURGE_DEFAULT, before, batch).await
     }
 
     /// Deletes up to `batch` idempotency keys received before `before` (DEDUP_WINDOW ago):

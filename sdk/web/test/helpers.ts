@@ -1,4 +1,5 @@
 import { gunzipSync } from 'node:zlib';
+import { InteractionLogger, type DropReason, type LoggerError, type LoggerOptions } from '../src/index.js';
 
 // The real timers and clock, taken before any test enables mock timers (mock.timers replaces
 // the globals): `until` and `turns` keep working while a test drives the logger's timers.
@@ -140,4 +141,23 @@ export async function until(condition: () => boolean, ms = 10_000): Promise<void
     if (monotonic() > end) throw new Error(`condition not met within ${ms} ms: ${String(condition)}`);
     await new Promise<void>((resolve) => realSetTimeout(resolve, 5));
   }
+}
+
+/** A logger on the memory queue and `server`, sending only when told (flush), with its onError and onDrop reports collected. */
+export function make(options: Partial<LoggerOptions> = {}, server = mockFetch()) {
+  const errors: LoggerError[] = [];
+  const drops: [number, DropReason][] = [];
+  const log = new InteractionLogger({
+    endpoint: 'http://ingest.test/',
+    apiKey: 'public-write-key',
+    subscriber: 'user-123',
+    storage: 'memory',
+    batchSize: 1000,
+    flushInterval: 1e9,
+    fetch: server.fetch,
+    onError: (e) => errors.push(e),
+    onDrop: (n, reason) => drops.push([n, reason]),
+    ...options,
+  });
+  return { log, server, errors, drops };
 }

@@ -1,25 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ACTIONS, InteractionLogger, type DropReason, type LoggerError, type LoggerOptions } from '../src/index.js';
-import { accepted, deferred, idle, json, mockFetch, turns, until } from './helpers.js';
-
-function make(options: Partial<LoggerOptions> = {}, server = mockFetch()) {
-  const errors: LoggerError[] = [];
-  const drops: [number, DropReason][] = [];
-  const log = new InteractionLogger({
-    endpoint: 'http://ingest.test/',
-    apiKey: 'public-write-key',
-    subscriber: 'user-123',
-    storage: 'memory',
-    batchSize: 1000,
-    flushInterval: 1e9,
-    fetch: server.fetch,
-    onError: (e) => errors.push(e),
-    onDrop: (n, reason) => drops.push([n, reason]),
-    ...options,
-  });
-  return { log, server, errors, drops };
-}
+import { ACTIONS, InteractionLogger } from '../src/index.js';
+import { accepted, deferred, idle, json, make, mockFetch, turns, until } from './helpers.js';
 
 /** Math.random at 0 for the duration: every backoff is at its 100 ms floor. */
 async function withNoJitter(fn: () => Promise<void>) {

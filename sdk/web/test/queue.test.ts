@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { InteractionLogger, type DropReason } from '../src/index.js';
 import { expired, keyBytes, keyTime, memoryBackend, overflow } from '../src/storage.js';
 import { uuidv7 } from '../src/uuid.js';
-import { mockFetch, stored } from './helpers.js';
+import { make, mockFetch, stored } from './helpers.js';
 
 const key = (n: number, bytes: number) => `${String(n).padStart(36, '0')}|${bytes}`;
 
@@ -27,25 +26,9 @@ test('memory backend: sorted keys, get/put/del', async () => {
   assert.deepEqual(await b.keys(), [key(2, 1)]);
 });
 
-function logger(options: { maxQueue?: number; maxQueueBytes?: number }, server = mockFetch()) {
-  const drops: [number, DropReason][] = [];
-  const log = new InteractionLogger({
-    endpoint: 'http://ingest.test',
-    apiKey: 'k',
-    subscriber: 'u1',
-    storage: 'memory',
-    batchSize: 1000,
-    flushInterval: 1e9,
-    onDrop: (n, reason) => drops.push([n, reason]),
-    fetch: server.fetch,
-    ...options,
-  });
-  return { log, drops, server };
-}
-
 test('queue: bounded by maxQueue, the oldest dropped and reported (one write)', async () => {
   const server = mockFetch();
-  const { log, drops } = logger({ maxQueue: 5 }, server);
+  const { log, drops } = make({ maxQueue: 5 }, server);
   const ids = Array.from({ length: 8 }, (_, i) => log.track({ assetId: `a${i}`, action: 'impression' }));
   await stored(log);
   assert.deepEqual(drops, [[3, 'overflow']]);
@@ -58,7 +41,7 @@ test('queue: bounded by maxQueue, the oldest dropped and reported (one write)', 
 
 test('queue: bounded by maxQueue across writes (what is stored counts)', async () => {
   const server = mockFetch();
-  const { log, drops } = logger({ maxQueue: 5 }, server);
+  const { log, drops } = make({ maxQueue: 5 }, server);
   const first = [0, 1, 2, 3].map((i) => log.track({ assetId: `a${i}`, action: 'click' }));
   await stored(log); // the first write is done: the second is another one
   const second = [4, 5, 6, 7].map((i) => log.track({ assetId: `a${i}`, action: 'click' }));
@@ -71,7 +54,8 @@ test('queue: bounded by maxQueue across writes (what is stored counts)', async (
 
 test('queue: bounded by maxQueueBytes, oldest first', async () => {
   const server = mockFetch();
-  const { log, drops } = logger({ maxQueueBytes: 2000 }, server);
+  // The byte counts below are those of events with subscriber 'u1'.
+  const { log, drops } = make({ maxQueueBytes: 2000, subscriber: 'u1' }, server);
   const ids = Array.from({ length: 30 }, (_, i) => log.track({ assetId: `asset-${i}`, action: 'like', comment: 'x'.repeat(100) }));
   await stored(log);
   const dropped = drops.reduce((a, [n]) => a + n, 0);
@@ -90,7 +74,7 @@ test('queue: kept while the server is unreachable, sent once it is back', async 
   t.mock.timers.enable({ apis: ['setTimeout', 'Date'], now: Date.now() });
   let up = false;
   const server = mockFetch([() => (up ? new Response('{}', { status: 202 }) : new TypeError('fetch failed'))]);
-  const { log, drops } = logger({}, server);
+  const { log, drops } = make({}, server);
   const random = Math.random;
   Math.random = () => 0; // backoff at its floor (100 ms)
   try {
